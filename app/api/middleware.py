@@ -1,0 +1,83 @@
+"""Pure-ASGI middleware: a request id on every request and answer, and a body size limit."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.problems import problem_response
+from app.logs import request_id_var
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Tags the request with an id (the caller's `X-Request-Id` when sane) and caps its body."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        declared_length: int | None = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                candidate = value.decode("latin-1")
+                if _SAFE_REQUEST_ID.match(candidate):
+                    request_id = candidate
+            elif name == b"content-length" and value.isdigit():
+                declared_length = int(value)
+        token = request_id_var.set(request_id)
+        header = (REQUEST_ID_HEADER, request_id.encode())
+        try:
+            if declared_length is not None and declared_length > self.max_body_bytes:
+                await self._too_large(scope, receive, send, header)
+                return
+            await self.app(scope, self._limited(receive), self._tagged(send, header))
+        finally:
+            request_id_var.reset(token)
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLargeError
+            return message
+
+        return limited_receive
+
+    @staticmethod
+    def _tagged(send: Send, header: tuple[bytes, bytes]) -> Send:
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        return tagged_send
+
+    async def _too_large(
+        self, scope: Scope, receive: Receive, send: Send, header: tuple[bytes, bytes]
+    ) -> None:
+        response = problem_response(
+            413,
+            "payload_too_large",
+            f"the request body exceeds {self.max_body_bytes} bytes",
+        )
+        response.raw_headers.append(header)
+        await response(scope, receive, send)
+
+
+class BodyTooLargeError(Exception):
+    """A streamed body grew past the limit (its length was not declared)."""

@@ -1,0 +1,71 @@
+"""What one running instance holds during its lifespan: settings, database, keys, HTTP client.
+
+Built once in `create_app`'s lifespan (or by the CLI) and passed to whoever needs it; there is
+no module-level state.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.clock import Clock, utc_now
+from app.config import Settings
+from app.lti.jwks import JwksCache
+from app.lti.keys import ToolKeyring
+from app.store.db import create_engine, create_session_factory
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def outbound_http_client(settings: Settings, *, max_connections: int = 200) -> httpx.AsyncClient:
+    """The one client for calls to platforms: explicit timeouts and connection limits."""
+    timeout = httpx.Timeout(
+        connect=settings.http_connect_timeout,
+        read=settings.http_read_timeout,
+        write=settings.http_read_timeout,
+        pool=settings.http_read_timeout,
+    )
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
+    return httpx.AsyncClient(
+        timeout=timeout, limits=limits, follow_redirects=False, headers={"User-Agent": "passback"}
+    )
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    keyring: ToolKeyring
+    http: httpx.AsyncClient
+    jwks: JwksCache
+    clock: Clock = utc_now
+    instance_id: str = field(default_factory=new_instance_id)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock = utc_now) -> AppContext:
+        engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+        http = outbound_http_client(settings)
+        keyring = ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            keyring=keyring,
+            http=http,
+            jwks=JwksCache(http),
+            clock=clock,
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.engine.dispose()

@@ -1,0 +1,56 @@
+"""The FastAPI application: wiring and lifespan only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.api import platforms, system
+from app.api.middleware import BodyTooLargeError, RequestContextMiddleware
+from app.api.problems import install_problem_handlers, problem_response
+from app.config import Settings
+from app.context import AppContext
+
+DESCRIPTION = """\
+Passes Formative scores back to Canvas (and any LTI 1.3 Advantage platform) through the
+Assignment and Grade Services, automatically when a fully auto-graded formative is submitted
+and on a teacher's command otherwise. Every error is `application/problem+json` with a stable
+`code`. Authenticate with `Authorization: Bearer <API key or teacher token>`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, context: AppContext | None = None) -> FastAPI:
+    """Build the app. Pass `context` to share one already built (tests, the CLI)."""
+    settings = settings or (context.settings if context else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = context is None
+        app.state.context = context or AppContext.build(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.context.close()
+
+    app = FastAPI(
+        title="passback",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    if context is not None:
+        app.state.context = context
+    install_problem_handlers(app)
+    app.add_exception_handler(BodyTooLargeError, _on_body_too_large)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    for module in (system, platforms):
+        app.include_router(module.router)
+    return app
+
+
+async def _on_body_too_large(request: Request, _exc: Exception) -> JSONResponse:
+    return problem_response(413, "payload_too_large", "the request body is too large")
