@@ -1,0 +1,178 @@
+"""Health, readiness, the tool's JWKS, and how errors are answered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from joserfc.jwk import RSAKey
+
+from app.context import AppContext
+from app.lti.keys import ToolKeyring, rotate, write_new_key
+from app.main import create_app
+from tests.conftest import make_settings
+from tests.support.auth import ADMIN_KEY, bearer, teacher_token
+
+
+async def test_healthz_answers_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_is_ok_when_database_is_at_head(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "ok"
+
+
+async def test_readyz_is_503_when_the_database_is_unreachable(
+    tmp_path: Path, tool_keys_dir: Path
+) -> None:
+    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
+    context = AppContext.build(make_settings(unreachable, tmp_path, tool_keys_dir))
+    transport = httpx.ASGITransport(app=create_app(context=context))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/readyz")
+    finally:
+        await context.close()
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+
+
+async def test_readyz_is_503_when_the_schema_was_never_migrated(
+    tmp_path: Path, tool_keys_dir: Path
+) -> None:
+    empty = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    context = AppContext.build(make_settings(empty, tmp_path, tool_keys_dir))
+    transport = httpx.ASGITransport(app=create_app(context=context))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/readyz")
+    finally:
+        await context.close()
+    assert response.status_code == 503
+    assert response.json()["status"] == "schema_behind"
+
+
+async def test_a_request_while_the_database_is_down_gets_a_503_problem(
+    tmp_path: Path, tool_keys_dir: Path
+) -> None:
+    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
+    context = AppContext.build(make_settings(unreachable, tmp_path, tool_keys_dir))
+    transport = httpx.ASGITransport(app=create_app(context=context), raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/v1/platforms", headers=bearer(ADMIN_KEY))
+    finally:
+        await context.close()
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "database_unavailable"
+
+
+async def test_jwks_publishes_the_current_key_with_its_rfc7638_thumbprint(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    response = await client.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    keys = response.json()["keys"]
+    assert len(keys) == 1
+    published = keys[0]
+    assert "d" not in published and "p" not in published  # public parts only
+    assert published["alg"] == "RS256"
+    assert published["kid"] == RSAKey.import_key(published).thumbprint()
+    assert published["kid"] == context.keyring.current.kid
+
+
+def test_rotation_makes_a_new_current_key_and_keeps_the_old_one_published(
+    tmp_path: Path,
+) -> None:
+    write_new_key(tmp_path)
+    before = ToolKeyring.load(tmp_path, generate=False)
+    after = rotate(tmp_path)
+    assert after.current.kid != before.current.kid
+    assert [key.kid for key in after.previous] == [before.current.kid]
+    published = [key["kid"] for key in after.jwks()["keys"]]
+    assert published == [after.current.kid, before.current.kid]
+    third = rotate(tmp_path)
+    assert [key["kid"] for key in third.jwks()["keys"]] == [third.current.kid, after.current.kid]
+
+
+def test_keys_are_generated_on_first_start_with_private_permissions(tmp_path: Path) -> None:
+    keyring = ToolKeyring.load(tmp_path / "keys")
+    files = list((tmp_path / "keys").glob("*.pem"))
+    assert len(files) == 1
+    assert files[0].stat().st_mode & 0o077 == 0
+    assert keyring.previous == ()
+
+
+async def test_malformed_json_is_a_400_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/platforms",
+        content=b'{"issuer": ',
+        headers={**bearer(ADMIN_KEY), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "malformed_json"
+
+
+async def test_wrong_types_list_each_bad_field(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/platforms",
+        json={"issuer": 5, "client_id": ["x"], "deployment_ids": "1"},
+        headers=bearer(ADMIN_KEY),
+    )
+    assert response.status_code == 422
+    fields = {error["field"] for error in response.json()["errors"]}
+    assert {"body.issuer", "body.client_id", "body.deployment_ids", "body.token_url"} <= fields
+
+
+async def test_oversized_body_is_refused_with_413(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/platforms",
+        content=b"x" * 1_100_000,
+        headers={**bearer(ADMIN_KEY), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+async def test_unknown_route_is_a_404_problem(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_every_answer_carries_a_request_id(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    generated = await client.get("/healthz")
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_a_teacher_token_cannot_use_admin_endpoints(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/platforms", headers=bearer(teacher_token("t-1")))
+    assert response.status_code == 403
+
+
+async def test_an_expired_or_forged_teacher_token_is_401(client: httpx.AsyncClient) -> None:
+    expired = await client.get(
+        "/v1/platforms", headers=bearer(teacher_token("t-1", expires_in=-120))
+    )
+    assert expired.status_code == 401
+    forged = await client.get(
+        "/v1/platforms", headers=bearer(teacher_token("t-1", secret="another-secret-" * 3))
+    )
+    assert forged.status_code == 401
+    assert forged.json()["code"] == "unauthorized"
+
+
+async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert "/v1/platforms" in schema["paths"]
+    assert "/.well-known/jwks.json" in schema["paths"]
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
