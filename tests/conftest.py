@@ -1,4 +1,4 @@
-"""Shared fixtures: real databases (SQLite always, PostgreSQL where reachable), the app in-process."""
+"""Shared fixtures: real databases (SQLite, and PostgreSQL where reachable), the app in-process."""
 
 from __future__ import annotations
 
