@@ -18,6 +18,7 @@ from app.clock import Clock, utc_now
 from app.config import Settings
 from app.lti.jwks import JwksCache
 from app.lti.keys import ToolKeyring
+from app.metrics import Metrics
 from app.store.db import create_engine, create_session_factory
 
 
@@ -49,6 +50,7 @@ class AppContext:
     jwks: JwksCache
     clock: Clock = utc_now
     instance_id: str = field(default_factory=new_instance_id)
+    metrics: Metrics = field(default_factory=Metrics)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -6,11 +6,13 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.api.deps import Context
+from app.store import stats
 from app.store.db import schema_revision
 from app.store.migrate import head_revision
 
@@ -76,3 +78,22 @@ async def readyz(context: Context) -> JSONResponse:
 )
 async def jwks(context: Context) -> JSONResponse:
     return JSONResponse(context.keyring.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    description="Events by decision, jobs by status, delivery latency, platform answers by "
+    "class, token requests, throttling, queue depth and the age of the oldest pending job.",
+)
+async def metrics(context: Context) -> Response:
+    metrics = context.metrics
+    async with context.sessions() as session:
+        counts = await stats.job_counts_by_status(session)
+        oldest = await stats.oldest_pending_created_at(session)
+    for status, count in counts.items():
+        metrics.jobs_by_status.labels(status=status).set(count)
+    age = 0.0 if oldest is None else max(0.0, (context.clock() - oldest).total_seconds())
+    metrics.oldest_pending_seconds.set(age)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -176,3 +176,13 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
     assert "/.well-known/jwks.json" in schema["paths"]
     docs = await client.get("/docs")
     assert docs.status_code == 200
+
+
+async def test_metrics_expose_queue_depth_in_prometheus_format(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'passback_jobs{status="pending"} 0.0' in response.text
+    assert "passback_oldest_pending_job_age_seconds 0.0" in response.text

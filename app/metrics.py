@@ -1,0 +1,64 @@
+"""Prometheus metrics of one instance, in a registry owned by its context (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.events = Counter(
+            "passback_events_total",
+            "Submission events received, by decision.",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.launches = Counter(
+            "passback_launches_total",
+            "Launches received, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.jobs_finished = Counter(
+            "passback_jobs_finished_total",
+            "Jobs that reached a final status, by status and outcome code.",
+            ["status", "code"],
+            registry=self.registry,
+        )
+        self.delivery_seconds = Histogram(
+            "passback_delivery_seconds",
+            "Time from a job's creation to its delivery.",
+            buckets=DELIVERY_BUCKETS,
+            registry=self.registry,
+        )
+        self.platform_responses = Counter(
+            "passback_platform_responses_total",
+            "Answers from platforms to AGS calls, by class (ok, retryable, throttled, ...).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.token_requests = Counter(
+            "passback_token_requests_total",
+            "Access-token requests sent to platforms, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.throttle_events = Counter(
+            "passback_throttle_events_total",
+            "Times a platform throttled us (403 Rate Limit Exceeded or 429).",
+            registry=self.registry,
+        )
+        self.jobs_by_status = Gauge(
+            "passback_jobs",
+            "Jobs in the database, by status (read at scrape time).",
+            ["status"],
+            registry=self.registry,
+        )
+        self.oldest_pending_seconds = Gauge(
+            "passback_oldest_pending_job_age_seconds",
+            "Age of the oldest pending job (0 when none); alert when it grows.",
+            registry=self.registry,
+        )
