@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     teacher_token_secret: SecretStr | None = None
     teacher_token_jwks_url: str | None = None
-    teacher_token_audience: str = "passback"  # noqa: S105 - an audience, not a secret
+    teacher_token_audience: str = "passback"
 
     tool_key_file: Path | None = Field(
         default=None, description="PEM of the current tool private key; generated when absent."
