@@ -1,0 +1,114 @@
+"""Operator routes over passback jobs: list, read with attempts, retry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi import status as http_status
+from pydantic import BaseModel, Field
+
+from app.api.auth import AdminCaller
+from app.api.deps import Context, Session
+from app.api.passback import explain_outcome, problem
+from app.api.problems import ProblemError, problem_responses
+from app.manual import (
+    AttemptOut,
+    JobDetail,
+    JobOut,
+    ManualPassbackError,
+    decode_cursor,
+    encode_cursor,
+    retry_job,
+)
+from app.store import passback as store
+from app.store.models import JobStatus, PassbackJob
+
+router = APIRouter(prefix="/v1/passback/jobs", tags=["jobs"])
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null on the last page."
+    )
+
+
+def _detail(job: PassbackJob) -> JobDetail:
+    return JobDetail(
+        **JobOut.of(job, explain_outcome).model_dump(),
+        attempts=[AttemptOut.of(attempt) for attempt in job.attempts],
+    )
+
+
+@router.get(
+    "",
+    response_model=JobPage,
+    responses=problem_responses(401, 403, 422),
+    summary="List jobs, newest first",
+)
+async def list_jobs(
+    session: Session,
+    _caller: AdminCaller,
+    formative_id: str | None = None,
+    student_id: str | None = None,
+    status: JobStatus | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+) -> JobPage:
+    try:
+        before_id = decode_cursor(cursor) if cursor is not None else None
+    except ManualPassbackError as exc:
+        raise problem(exc) from exc
+    where = store.JobFilter(formative_id=formative_id, student_id=student_id, status=status)
+    jobs = await store.list_jobs(session, where, before_id=before_id, limit=limit + 1)
+    page = jobs[:limit]
+    more = len(jobs) > limit
+    return JobPage(
+        items=[JobOut.of(job, explain_outcome) for job in page],
+        next_cursor=encode_cursor(page[-1].id) if more else None,
+    )
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobDetail,
+    responses=problem_responses(401, 403, 404),
+    summary="Read a job with its attempts",
+)
+async def read_job(job_id: int, session: Session, _caller: AdminCaller) -> JobDetail:
+    job = await store.get_job(session, job_id)
+    if job is None:
+        raise ProblemError(404, "job_not_found", f"No job {job_id}.")
+    return _detail(job)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=http_status.HTTP_202_ACCEPTED,
+    response_model=JobDetail,
+    responses=problem_responses(401, 403, 404, 409),
+    summary="Retry a failed job",
+    description="Requeues a failed job as a new cycle of attempts with a fresh deadline. The "
+    "job keeps its score timestamp, so a newer grade that reached Canvas meanwhile wins "
+    "(the job then ends `superseded`). Refused (409) for jobs that are not failed, and for a "
+    "failed job that a newer job of the same student and assignment follows: retrying it "
+    "would send an outdated grade.",
+)
+async def retry(job_id: int, context: Context, session: Session, _caller: AdminCaller) -> JobDetail:
+    try:
+        await retry_job(
+            session,
+            job_id,
+            now=context.clock(),
+            deadline=timedelta(seconds=context.settings.delivery_deadline_seconds),
+        )
+    except ManualPassbackError as exc:
+        raise problem(exc) from exc
+    job = await store.get_job(session, job_id)
+    assert job is not None
+    return _detail(job)
