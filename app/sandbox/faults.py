@@ -1,0 +1,254 @@
+"""Fault injection: make the platform slow, broken, throttled or rude on purpose.
+
+A `FaultPlan` holds a base latency added to every platform call (token and AGS) and an ordered
+list of `FaultRule`s. For each request the rules matching its method and path are considered
+in order against one draw of a seeded RNG: a rule with probability p takes the next p of the
+unit interval, so rules of 0.1 each add up to "30% faults" and a rule of 1.0 always fires.
+A rule with `remaining` fires that many times, then disappears ("the next N requests").
+A request can also name its own fault in the ``X-Sandbox-Fault`` header, e.g.
+``error; status=503`` or ``drop; phase=after``.
+
+Kinds: ``latency`` (delay only), ``error`` (5xx with a Canvas body), ``too_many_requests``
+(429 with Retry-After), ``throttle`` (Canvas's 403 Rate Limit Exceeded), ``drop`` (reset the
+TCP connection without an answer). Every kind honours `delay_ms` first, so a long delay is a
+"slow response past the client's timeout". Phase ``after`` lets the request be processed (the
+grade lands) before the fault replaces or delays its answer: an attempt of unknown outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.sandbox.errors import UnexpectedError
+from app.sandbox.rendering import canvas_json
+from app.sandbox.throttle import throttled_response
+
+FAULT_HEADER = "x-sandbox-fault"
+PLATFORM_PATHS = r"^(/api/lti/courses/|/login/oauth2/token$)"
+"""Default rule pattern: AGS and token requests (not the platform JWKS)."""
+ABORT_SCOPE_KEY = "sandbox.abort"
+FAULT_SCOPE_KEY = "sandbox.fault"
+
+
+class FaultKind(StrEnum):
+    LATENCY = "latency"
+    ERROR = "error"
+    TOO_MANY_REQUESTS = "too_many_requests"
+    THROTTLE = "throttle"
+    DROP = "drop"
+
+
+class FaultPhase(StrEnum):
+    BEFORE = "before"
+    AFTER = "after"
+
+
+class FaultRule(BaseModel):
+    """One kind of misbehaviour, for requests whose path matches `path` (a regex, searched)."""
+
+    kind: FaultKind
+    path: str = PLATFORM_PATHS
+    method: str | None = None
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    remaining: int | None = Field(default=None, ge=1)
+    delay_ms: int = Field(default=0, ge=0)
+    status: int = Field(default=500, ge=500, le=599)
+    retry_after: int = Field(default=1, ge=0)
+    phase: FaultPhase = FaultPhase.BEFORE
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        return re.search(self.path, path) is not None
+
+
+class FaultSettings(BaseModel):
+    """Everything switchable per run: base latency, the rules, the RNG seed."""
+
+    latency_ms: int = Field(default=0, ge=0)
+    latency_path: str = PLATFORM_PATHS
+    rules: list[FaultRule] = Field(default_factory=list)
+    seed: int | None = None
+
+
+def parse_fault_header(value: str) -> FaultRule:
+    """``"error; status=503"`` → FaultRule(kind=error, status=503). Raises ValueError."""
+    kind, *options = (part.strip() for part in value.split(";"))
+    fields: dict[str, Any] = {"kind": kind, "path": ".*"}
+    for option in options:
+        if option:
+            name, _, setting = option.partition("=")
+            fields[name.strip()] = setting.strip()
+    try:
+        return FaultRule.model_validate(fields)
+    except ValidationError as exc:
+        raise ValueError(f"bad {FAULT_HEADER} header: {value!r}") from exc
+
+
+class FaultPlan:
+    """The current faults of one platform. Thread-safe; the RNG is seeded for repeatability."""
+
+    def __init__(self, seed: int) -> None:
+        self._lock = threading.Lock()
+        self._default_seed = seed
+        self._settings = FaultSettings()
+        self._rng = random.Random(seed)
+
+    def configure(self, settings: FaultSettings) -> None:
+        with self._lock:
+            self._settings = settings.model_copy(deep=True)
+            self._rng = random.Random(
+                self._default_seed if settings.seed is None else settings.seed
+            )
+
+    def add_rule(self, rule: FaultRule) -> None:
+        with self._lock:
+            self._settings.rules.append(rule.model_copy())
+
+    def snapshot(self) -> FaultSettings:
+        with self._lock:
+            return self._settings.model_copy(deep=True)
+
+    def clear(self) -> None:
+        self.configure(FaultSettings())
+
+    def latency_for(self, path: str) -> float:
+        with self._lock:
+            settings = self._settings
+            if settings.latency_ms and re.search(settings.latency_path, path):
+                return settings.latency_ms / 1000
+            return 0.0
+
+    def choose(self, method: str, path: str) -> FaultRule | None:
+        """Pick the fault for one request, consuming one use of a counted rule."""
+        with self._lock:
+            candidates = [rule for rule in self._settings.rules if rule.matches(method, path)]
+            if not candidates:
+                return None
+            draw = self._rng.random()
+            for rule in candidates:
+                if draw < rule.probability:
+                    chosen = rule.model_copy()
+                    if rule.remaining is not None:
+                        rule.remaining -= 1
+                        if rule.remaining == 0:
+                            self._settings.rules.remove(rule)
+                    return chosen
+                draw -= rule.probability
+            return None
+
+
+def error_response(rule: FaultRule) -> Response:
+    if rule.kind is FaultKind.TOO_MANY_REQUESTS:
+        return canvas_json(
+            {"errors": [{"message": "Too Many Requests", "error_code": "too_many_requests"}]},
+            status=429,
+            headers={"Retry-After": str(rule.retry_after)},
+        )
+    if rule.kind is FaultKind.THROTTLE:
+        return throttled_response()
+    return UnexpectedError(rule.status).response()
+
+
+class ConnectionDropped(ConnectionError):
+    """Raised when a drop fault runs under a server whose socket the sandbox cannot reach."""
+
+
+def transport_abort(send: Send) -> Callable[[], None] | None:
+    """A function that resets the client's TCP connection, when the server is uvicorn.
+
+    uvicorn hands the application the bound `send` of its request cycle, which holds the
+    asyncio transport. Setting SO_LINGER to 0 before aborting makes the kernel send RST, so
+    the client sees "connection reset", not a clean close.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None or not hasattr(transport, "abort"):
+        return None
+
+    def abort() -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    return abort
+
+
+async def drop_connection(scope: Scope, receive: Receive) -> None:
+    abort: Callable[[], None] | None = scope.get(ABORT_SCOPE_KEY)
+    if abort is None:
+        raise ConnectionDropped("fault injection dropped the connection")
+    abort()
+    # Wait until the server notices, so it does not answer 500 in the application's place.
+    async with asyncio.timeout(5):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
+class FaultMiddleware:
+    """Applies the fault plan to each platform request."""
+
+    def __init__(self, app: ASGIApp, plan: FaultPlan) -> None:
+        self._app = app
+        self._plan = plan
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/sandbox/"):
+            await self._app(scope, receive, send)
+            return
+        rule = self._rule_for(scope)
+        latency = self._plan.latency_for(scope["path"])
+        if latency:
+            await asyncio.sleep(latency)
+        if rule is None:
+            await self._app(scope, receive, send)
+            return
+        scope[FAULT_SCOPE_KEY] = f"{rule.kind.value}:{rule.phase.value}"
+        if rule.phase is FaultPhase.BEFORE:
+            await asyncio.sleep(rule.delay_ms / 1000)
+            await self._act(rule, scope, receive, send, self._app)
+            return
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            held.append(message)
+
+        await self._app(scope, receive, hold)
+        await asyncio.sleep(rule.delay_ms / 1000)
+
+        async def replay(scope: Scope, receive: Receive, send: Send) -> None:
+            for message in held:
+                await send(message)
+
+        await self._act(rule, scope, receive, send, replay)
+
+    def _rule_for(self, scope: Scope) -> FaultRule | None:
+        for name, value in scope.get("headers", []):
+            if name.decode("latin-1").lower() == FAULT_HEADER:
+                return parse_fault_header(value.decode("latin-1"))
+        return self._plan.choose(scope["method"], scope["path"])
+
+    @staticmethod
+    async def _act(
+        rule: FaultRule, scope: Scope, receive: Receive, send: Send, proceed: ASGIApp
+    ) -> None:
+        if rule.kind is FaultKind.LATENCY:
+            await proceed(scope, receive, send)
+        elif rule.kind is FaultKind.DROP:
+            await drop_connection(scope, receive)
+        else:
+            await error_response(rule)(scope, receive, send)
