@@ -199,6 +199,8 @@ class PassbackJob(Base):
     __table_args__ = (
         # Claiming the next due job walks this index: O(log n) in the queue length.
         Index("ix_passback_jobs_due", "status", "next_attempt_at"),
+        # Per-platform claiming (fair lanes) and finding which platforms have pending work.
+        Index("ix_passback_jobs_platform_due", "status", "platform_id", "next_attempt_at"),
         Index("ix_passback_jobs_pair", "pair_key", "status"),
         Index("ix_passback_jobs_formative_student", "formative_id", "student_id"),
         # Automatic passback fires at most once per (student, line item), even under races.
@@ -244,6 +246,10 @@ class PassbackJob(Base):
     submitted_at: Mapped[datetime | None]
     response_url: Mapped[str | None] = mapped_column(String(2048))
     new_submission: Mapped[bool] = mapped_column(Boolean, default=True)
+    # An earlier attempt may have landed without an answer saying so (timeout after sending,
+    # reset, a worker that died mid-post): resends must not open a new Canvas submission, and
+    # a platform's "already there" answer then means delivered.
+    maybe_delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     acting_teacher_id: Mapped[str | None] = mapped_column(String(255))
 
     # Delivery bookkeeping.

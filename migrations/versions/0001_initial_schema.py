@@ -154,6 +154,7 @@ def upgrade() -> None:
         sa.Column("submitted_at", app.store.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("response_url", sa.String(length=2048), nullable=True),
         sa.Column("new_submission", sa.Boolean(), nullable=False),
+        sa.Column("maybe_delivered", sa.Boolean(), nullable=False),
         sa.Column("acting_teacher_id", sa.String(length=255), nullable=True),
         sa.Column("attempt_count", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", app.store.types.UTCDateTime(timezone=True), nullable=False),
@@ -186,6 +187,11 @@ def upgrade() -> None:
             "ix_passback_jobs_formative_student", ["formative_id", "student_id"], unique=False
         )
         batch_op.create_index("ix_passback_jobs_pair", ["pair_key", "status"], unique=False)
+        batch_op.create_index(
+            "ix_passback_jobs_platform_due",
+            ["status", "platform_id", "next_attempt_at"],
+            unique=False,
+        )
         batch_op.create_index(
             batch_op.f("ix_passback_jobs_platform_id"), ["platform_id"], unique=False
         )
@@ -247,6 +253,7 @@ def downgrade() -> None:
             postgresql_where=sa.text("kind = 'automatic'"),
         )
         batch_op.drop_index(batch_op.f("ix_passback_jobs_platform_id"))
+        batch_op.drop_index("ix_passback_jobs_platform_due")
         batch_op.drop_index("ix_passback_jobs_pair")
         batch_op.drop_index("ix_passback_jobs_formative_student")
         batch_op.drop_index("ix_passback_jobs_due")
