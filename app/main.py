@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api import jobs, passback, platforms, system
+from app.api import jobs, passback, platforms, system, teach
 from app.api.middleware import BodyTooLargeError, RequestContextMiddleware
 from app.api.problems import install_problem_handlers, problem_response
 from app.config import Settings
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     install_problem_handlers(app)
     app.add_exception_handler(BodyTooLargeError, _on_body_too_large)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (system, platforms, passback, jobs):
+    for module in (system, platforms, passback, jobs, teach):
         app.include_router(module.router)
     return app
 
