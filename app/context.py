@@ -16,8 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.clock import Clock, utc_now
 from app.config import Settings
+from app.delivery.wakeup import Wakeup
+from app.lti.ags import AgsClient
 from app.lti.jwks import JwksCache
 from app.lti.keys import ToolKeyring
+from app.lti.tokens import TokenCache
 from app.metrics import Metrics
 from app.store.db import create_engine, create_session_factory
 
@@ -52,6 +55,20 @@ class AppContext:
     instance_id: str = field(default_factory=new_instance_id)
     metrics: Metrics = field(default_factory=Metrics)
     extras: dict[str, Any] = field(default_factory=dict)
+    wakeup: Wakeup = field(default_factory=Wakeup)
+    """Rung after a job is enqueued, so this instance's workers start at once."""
+    tokens: TokenCache = field(init=False)
+    """Access tokens per (platform, scope set), shared by every delivery and preview."""
+    ags: AgsClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        insecure_hosts = self.settings.insecure_hosts
+        self.tokens = TokenCache(
+            self.http, self.keyring, insecure_hosts=insecure_hosts, clock=self.clock
+        )
+        self.ags = AgsClient(
+            self.http, self.tokens, insecure_hosts=insecure_hosts, clock=self.clock
+        )
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock = utc_now) -> AppContext:

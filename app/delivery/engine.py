@@ -1,0 +1,403 @@
+"""The delivery engine: claims due jobs, runs their attempts, writes the results.
+
+One loop claims work lane by lane (one lane per platform registration, each with its own
+adaptive limit) while a global limit caps deliveries in progress. Claims are batched, results
+are written in batches by a writer task, and leases are renewed while attempts run; any
+instance returns the jobs of a worker whose leases ran out. Stopping lets running attempts
+finish for a grace period, then releases the rest.
+
+    engine = DeliveryEngine(context)
+    await engine.start()        # in a lifespan; `await engine.stop()` on the way out
+    await engine.drain()        # tests: deliver everything due now, then return
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.delivery.attempt import RELEASED, Attempt, SharedReads
+from app.delivery.lanes import Lane
+from app.delivery.policy import DeliveryPolicy
+from app.store import jobs as store
+from app.store.db import transaction
+from app.store.models import JobStatus, PassbackJob, Platform
+
+if TYPE_CHECKING:
+    from app.context import AppContext
+
+log = logging.getLogger("passback.delivery")
+
+OWNER_LENGTH = 64
+CLAIM_CONFLICT_RETRIES = 3
+WRITE_RETRY_SECONDS = 1.0
+
+
+@dataclass
+class EngineStats:
+    """Counters since the engine started (metrics, tests, benchmarks)."""
+
+    claimed: int = 0
+    delivered: int = 0
+    failed: int = 0
+    superseded: int = 0
+    retried: int = 0
+    released: int = 0
+    requests: int = 0
+    throttled: int = 0
+    claim_queries: int = 0
+    write_batches: int = 0
+
+
+@dataclass
+class _CachedPlatform:
+    platform: Platform | None
+    read_at: float
+
+
+def owner_id(instance_id: str) -> str:
+    """A lease owner unique to one engine, even when one instance runs several."""
+    suffix = uuid.uuid4().hex[:8]
+    return f"{instance_id[: OWNER_LENGTH - len(suffix) - 1]}/{suffix}"
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        context: AppContext,
+        *,
+        policy: DeliveryPolicy | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self._context = context
+        self.policy = policy or DeliveryPolicy.from_settings(context.settings)
+        self.owner = owner or owner_id(context.instance_id)
+        self.stats = EngineStats()
+        self._lanes: dict[str, Lane] = {}
+        self._platforms: dict[str, _CachedPlatform] = {}
+        self._attempts: dict[asyncio.Task[None], Attempt] = {}
+        self._results: list[store.JobFinish] = []
+        self._results_ready = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._writer_idle = asyncio.Event()
+        self._writer_idle.set()
+        self._reads = SharedReads(context.ags)
+        self._runner: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._maintained_at = -float("inf")
+        self._discovered_at = -float("inf")
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run in the background until `stop`."""
+        if self._runner is not None:
+            raise RuntimeError("the engine is already running")
+        self._stopping.clear()
+        self._runner = asyncio.create_task(self.run(), name=f"delivery-{self.owner}")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let attempts finish for `grace` seconds, release the rest, write."""
+        self._stopping.set()
+        self._changed.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await self._finish_in_flight(self.policy.shutdown_grace if grace is None else grace)
+            await runner
+
+    async def run(self) -> None:
+        """Deliver until stopped (the body of `start`; `passback worker` awaits it directly)."""
+        self._context.wakeup.subscribe(self.wake)
+        self._start_writer()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    started = await self._round()
+                except (OperationalError, DBAPIError) as exc:
+                    log.warning("delivery round failed: %s", exc)
+                    started = 0
+                if started == 0 or self._saturated():
+                    await self._wait_for_change(self.policy.poll_interval)
+        finally:
+            self._context.wakeup.unsubscribe(self.wake)
+            await self._finish_in_flight(self.policy.shutdown_grace)
+            await self._stop_writer()
+
+    async def drain(self) -> None:
+        """Deliver everything claimable now, then return once nothing runs and all is written.
+
+        Jobs waiting for a later retry time are left alone (move the clock to make them due).
+        Meant for tests and scripts, not alongside `start` on the same engine.
+        """
+        self._start_writer()
+        self._stopping.clear()
+        try:
+            await self._maintain(force=True)
+            while True:
+                self._wake_lanes()
+                started = await self._round(discover=True)
+                if started:
+                    continue
+                if self._attempts:
+                    await self._wait_for_change(self.policy.poll_interval)
+                    continue
+                await self._flush_written()
+                if await self._round(discover=True) == 0 and not self._attempts:
+                    return
+        finally:
+            await self._stop_writer()
+
+    def wake(self) -> None:
+        """Look for work now (a job was enqueued)."""
+        self._wake_lanes()
+        self._changed.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._attempts)
+
+    def lane(self, platform_id: str) -> Lane | None:
+        return self._lanes.get(platform_id)
+
+    # --- claiming -----------------------------------------------------------------------------
+
+    def _saturated(self) -> bool:
+        return len(self._attempts) >= self.policy.concurrency
+
+    def _wake_lanes(self) -> None:
+        for lane in self._lanes.values():
+            lane.dry = False
+
+    async def _round(self, *, discover: bool = False) -> int:
+        """Maintain leases when due, find lanes with work, claim for lanes with room."""
+        await self._maintain()
+        loop_now = time.monotonic()
+        if discover or loop_now - self._discovered_at >= self.policy.poll_interval:
+            await self._discover()
+        free = self.policy.concurrency - len(self._attempts)
+        if free <= 0:
+            return 0
+        wanted: list[tuple[Lane, int]] = []
+        # Least busy lanes first, so a lane with a backlog cannot crowd out the others.
+        for lane in sorted(self._lanes.values(), key=lambda lane: lane.in_flight):
+            if lane.dry or lane.free == 0:
+                continue
+            # Wait for a useful batch unless the lane is idle: fewer, larger claims.
+            if lane.in_flight and lane.free < max(1, int(lane.limit) // 8):
+                continue
+            count = min(lane.free, free, self.policy.claim_batch)
+            wanted.append((lane, count))
+            free -= count
+            if free <= 0:
+                break
+        if not wanted:
+            return 0
+        claimed = await self._claim(wanted)
+        for job, platform in claimed:
+            self._launch(job, platform)
+        return len(claimed)
+
+    async def _discover(self) -> None:
+        self._discovered_at = time.monotonic()
+        async with transaction(self._context.sessions) as session:
+            platform_ids = await store.platforms_with_pending_jobs(session)
+        for platform_id in platform_ids:
+            lane = self._lanes.get(platform_id)
+            if lane is None:
+                self._lanes[platform_id] = Lane(platform_id, self.policy.lanes)
+            else:
+                lane.dry = False
+        self.stats.claim_queries += 1
+
+    async def _claim(
+        self, wanted: Sequence[tuple[Lane, int]]
+    ) -> list[tuple[PassbackJob, Platform | None]]:
+        now = self._context.clock()
+        for conflict in range(CLAIM_CONFLICT_RETRIES):
+            try:
+                async with transaction(self._context.sessions) as session:
+                    claimed: list[tuple[PassbackJob, Platform | None]] = []
+                    for lane, count in wanted:
+                        jobs = await store.claim_jobs(
+                            session,
+                            platform_id=lane.platform_id,
+                            owner=self.owner,
+                            now=now,
+                            lease=self.policy.lease,
+                            limit=count,
+                        )
+                        self.stats.claim_queries += 1
+                        lane.dry = len(jobs) < count
+                        if jobs:
+                            platform = await self._platform(session, lane.platform_id)
+                            claimed.extend((job, platform) for job in jobs)
+                return claimed
+            except IntegrityError:
+                # Another instance put a job of the same pair in flight between our snapshot
+                # and our update; the next try sees it and skips the pair.
+                log.info("claim conflict on a pair in flight elsewhere (try %d)", conflict + 1)
+        return []
+
+    async def _platform(self, session: AsyncSession, platform_id: str) -> Platform | None:
+        cached = self._platforms.get(platform_id)
+        loop_now = time.monotonic()
+        if cached is not None and loop_now - cached.read_at < self.policy.platform_refresh:
+            return cached.platform
+        platform = await session.get(Platform, platform_id)
+        self._platforms[platform_id] = _CachedPlatform(platform, loop_now)
+        return platform
+
+    # --- attempts -----------------------------------------------------------------------------
+
+    def _launch(self, job: PassbackJob, platform: Platform | None) -> None:
+        lane = self._lanes[job.platform_id]
+        attempt = Attempt(
+            job,
+            platform,
+            owner=self.owner,
+            ags=self._context.ags,
+            reads=self._reads,
+            clock=self._context.clock,
+            policy=self.policy,
+        )
+        lane.in_flight += 1
+        self.stats.claimed += 1
+        task = asyncio.create_task(self._attempt(attempt, lane), name=f"job-{job.id}")
+        self._attempts[task] = attempt
+
+    async def _attempt(self, attempt: Attempt, lane: Lane) -> None:
+        started = time.monotonic()
+        try:
+            finish = await attempt.run()
+        except asyncio.CancelledError:
+            self._record(attempt.released())
+            raise
+        except Exception:
+            log.exception("delivery of job %s crashed; it will be retried", attempt.job.id)
+            tries = attempt.job.attempt_count + 1
+            finish = attempt.released(delay=self.policy.backoff(tries), code="crashed")
+        finally:
+            lane.in_flight -= 1
+            self._attempts.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self._changed.set()
+        ended = time.monotonic()
+        lane.record_latency(ended - started)
+        for outcome in attempt.progress.outcomes:
+            lane.observe(outcome, ended)
+            self.stats.requests += 1
+            self.stats.throttled += outcome.throttled
+        self._record(finish)
+
+    def _record(self, finish: store.JobFinish) -> None:
+        status = finish.status
+        if status is JobStatus.delivered:
+            self.stats.delivered += 1
+        elif status is JobStatus.failed:
+            self.stats.failed += 1
+        elif status is JobStatus.superseded:
+            self.stats.superseded += 1
+        elif finish.outcome_code == RELEASED:
+            self.stats.released += 1
+        else:
+            self.stats.retried += 1
+        self._results.append(finish)
+        self._writer_idle.clear()
+        self._results_ready.set()
+
+    async def _finish_in_flight(self, grace: float) -> None:
+        tasks = list(self._attempts)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _wait_for_change(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), seconds)
+        self._changed.clear()
+
+    # --- leases -------------------------------------------------------------------------------
+
+    async def _maintain(self, *, force: bool = False) -> None:
+        """Renew our leases and return expired ones (any instance's) to the queue."""
+        loop_now = time.monotonic()
+        interval = self.policy.lease.total_seconds() / 4
+        if not force and loop_now - self._maintained_at < interval:
+            return
+        self._maintained_at = loop_now
+        now = self._context.clock()
+        held = [attempt.job.id for attempt in self._attempts.values()]
+        async with transaction(self._context.sessions) as session:
+            await store.renew_leases(
+                session, owner=self.owner, job_ids=held, now=now, lease=self.policy.lease
+            )
+            released = await store.release_expired_leases(session, now=now)
+        if released:
+            log.warning("returned %d jobs whose worker stopped to the queue", len(released))
+            self._wake_lanes()
+
+    # --- writing results ----------------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.owner}")
+
+    async def _stop_writer(self) -> None:
+        await self._flush_written()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _flush_written(self) -> None:
+        """Wait until every recorded result is in the database."""
+        while self._results:
+            self._results_ready.set()
+            if self._writer is None or self._writer.done():
+                await self._write_pending()
+            else:
+                await self._writer_idle.wait()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            await asyncio.sleep(self.policy.flush_delay)
+            try:
+                await self._write_pending()
+            except (OperationalError, DBAPIError) as exc:
+                log.warning("writing delivery results failed, retrying: %s", exc)
+                await asyncio.sleep(WRITE_RETRY_SECONDS)
+
+    async def _write_pending(self) -> None:
+        self._results_ready.clear()
+        batch, self._results = self._results, []
+        if not batch:
+            self._writer_idle.set()
+            return
+        try:
+            async with transaction(self._context.sessions) as session:
+                await store.finish_jobs(session, batch)
+        except BaseException:
+            self._results[:0] = batch
+            self._results_ready.set()
+            raise
+        self.stats.write_batches += 1
+        if not self._results:
+            self._writer_idle.set()
+        # Finished jobs free their pairs: the next job of a pair may now be claimed.
+        self._wake_lanes()
+        self._changed.set()

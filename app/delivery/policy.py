@@ -1,0 +1,89 @@
+"""How the delivery engine paces itself: concurrency, leases, polling, backoff.
+
+Backoff is exponential with jitter (tenacity's wait strategies), computed from the job's stored
+attempt count and written to `next_attempt_at`, so a restart does not reset it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential, wait_random_exponential
+from tenacity.wait import wait_base
+
+from app.config import Settings
+
+
+@dataclass(frozen=True)
+class LanePolicy:
+    """Per-platform concurrency (AIMD on Canvas's throttle signals).
+
+    Canvas reserves `up_front` units of a developer key's bucket per request in flight and
+    refuses requests once the bucket reaches its high-water mark; `X-Rate-Limit-Remaining` is
+    the distance to that mark. A lane grows while the distance stays healthy, holds when it
+    narrows, and shrinks when it gets low, on 403 throttling, on 429, and on 5xx/timeouts.
+    """
+
+    initial_limit: float = 4.0
+    min_limit: float = 1.0
+    max_limit: float = 64.0
+    ample_remaining: float = 300.0
+    """At or above: grow by one per answer (slow start, until the first sign of pressure)."""
+    healthy_remaining: float = 150.0
+    """At or above: grow by one per window of answers (additive increase)."""
+    low_remaining: float = 75.0
+    """Below: shrink."""
+    decrease: float = 0.75
+    throttle_decrease: float = 0.5
+
+
+def _equal_jitter(first: float, maximum: float) -> wait_base:
+    """Between half and all of first × 2^(n-1), capped at `maximum`."""
+    half, half_cap = first / 2, maximum / 2
+    return wait_exponential(multiplier=half, max=half_cap) + wait_random_exponential(
+        multiplier=half, max=half_cap
+    )
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    concurrency: int = 64
+    """Deliveries in progress at once in this engine, all platforms together."""
+    poll_interval: float = 0.5
+    """Seconds between looks for work when nothing rings the doorbell."""
+    lease: timedelta = timedelta(seconds=120)
+    claim_batch: int = 100
+    flush_delay: float = 0.005
+    """Seconds results wait to be written together with others."""
+    shutdown_grace: float = 10.0
+    """Seconds a stopping engine lets running deliveries finish before releasing them."""
+    platform_refresh: float = 5.0
+    """Seconds a platform registration read from the database is reused."""
+    backoff_first: float = 2.0
+    backoff_max: float = 3600.0
+    throttle_backoff_first: float = 1.0
+    throttle_backoff_max: float = 30.0
+    lanes: LanePolicy = field(default_factory=LanePolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> DeliveryPolicy:
+        concurrency = max(1, settings.worker_concurrency)
+        values: dict[str, object] = {
+            "concurrency": concurrency,
+            "poll_interval": settings.worker_poll_interval,
+            "lease": timedelta(seconds=settings.lease_seconds),
+            "lanes": LanePolicy(max_limit=float(concurrency)),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def backoff(self, attempt_number: int, *, throttled: bool = False) -> float:
+        """Seconds before the next try after `attempt_number` tries."""
+        if throttled:
+            wait = _equal_jitter(self.throttle_backoff_first, self.throttle_backoff_max)
+        else:
+            wait = _equal_jitter(self.backoff_first, self.backoff_max)
+        state = RetryCallState(AsyncRetrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = max(1, attempt_number)
+        return float(wait(state))
