@@ -1,6 +1,6 @@
 """`create_sandbox_app`: the Canvas-compatible platform as one ASGI application.
 
-Layers, outermost first: the request log, fault injection, the throttle, then the routes
+Layers, outermost first: the request log, the throttle, fault injection, then the routes
 (token endpoint, AGS, platform JWKS, gradebook, admin). Canvas-shaped errors raised anywhere
 under the routes are rendered by one handler.
 """
@@ -84,7 +84,9 @@ def create_sandbox_app(
     app.add_exception_handler(PlatformError, _platform_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(ThrottleMiddleware, throttle=state.throttle)
+    # Faults run inside the throttle: an injected delay holds its request's up-front
+    # reservation, as a slow Canvas request does.
     app.add_middleware(FaultMiddleware, plan=state.faults)
+    app.add_middleware(ThrottleMiddleware, throttle=state.throttle)
     app.add_middleware(RequestLogMiddleware, log=state.request_log, clock=state.clock)
     return app

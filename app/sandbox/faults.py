@@ -210,7 +210,12 @@ class FaultMiddleware:
         if scope["type"] != "http" or scope["path"].startswith("/sandbox/"):
             await self._app(scope, receive, send)
             return
-        rule = self._rule_for(scope)
+        try:
+            rule = self._rule_for(scope)
+        except ValueError as exc:
+            body = {"errors": [{"message": str(exc)}]}
+            await canvas_json(body, status=400)(scope, receive, send)
+            return
         latency = self._plan.latency_for(scope["path"])
         if latency:
             await asyncio.sleep(latency)

@@ -169,6 +169,10 @@ class ThrottleMiddleware:
             if message["type"] == "http.response.start" and not settled:
                 settled = True
                 remaining = self._throttle.complete(admission, cost)
+                headers = message.get("headers", [])
+                if any(name.lower() == HEADER_REMAINING.lower().encode() for name, _ in headers):
+                    await send(message)  # an injected throttle answer keeps its own headers
+                    return
                 message["headers"] = [
                     *message.get("headers", []),
                     (HEADER_COST.lower().encode(), format_units(cost).encode()),

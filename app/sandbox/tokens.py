@@ -8,6 +8,7 @@ inline on the developer key or fetched from its JWKS URL on every request, uncac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -107,11 +108,30 @@ def assertion_claim_errors(
     return errors
 
 
-async def _fetch_jwks(url: str, timeout_seconds: float) -> dict[str, Any]:
+class JwksFetcher:
+    """Fetches tool JWKS documents, uncached like Canvas, over one client per event loop
+    (building an httpx client costs more than a loopback fetch)."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._timeout_seconds = timeout_seconds
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(timeout=self._timeout_seconds)
+            self._loop = loop
+        return self._client
+
+    async def fetch(self, url: str) -> dict[str, Any]:
+        return await _fetch_jwks(self._http(), url)
+
+
+async def _fetch_jwks(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
     try:
-        async with httpx.AsyncClient(timeout=timeout_seconds) as client:
-            response = await client.get(url, headers={"Accept": "application/json"})
-            response.raise_for_status()
+        response = await client.get(url, headers={"Accept": "application/json"})
+        response.raise_for_status()
     except httpx.HTTPError:
         raise invalid_request("JWK Error: Failed to fetch public key") from None
     try:
@@ -147,7 +167,9 @@ def _verify_signature(jws: CompactJws, document: dict[str, Any]) -> None:
         raise invalid_request(SIGNATURE_INVALID)
 
 
-async def grant(state: SandboxState, request: Request, params: dict[str, Any]) -> dict[str, Any]:
+async def grant(
+    state: SandboxState, request: Request, params: dict[str, Any], jwks: JwksFetcher
+) -> dict[str, Any]:
     """Validate a token request and return the success body, or raise TokenError."""
     if params.get("grant_type") != "client_credentials":
         raise TokenError(
@@ -175,7 +197,7 @@ async def grant(state: SandboxState, request: Request, params: dict[str, Any]) -
     if params.get("client_assertion_type") != ASSERTION_TYPE_JWT_BEARER:
         raise invalid_request("assertion method not supported for this grant_type")
     if jwk_url:
-        document = await _fetch_jwks(jwk_url, state.config.jwks_fetch_timeout_seconds)
+        document = await jwks.fetch(jwk_url)
     else:
         document = inline_jwk or {}
     _verify_signature(jws, document)
@@ -203,10 +225,11 @@ async def grant(state: SandboxState, request: Request, params: dict[str, Any]) -
 
 def build_token_router(state: SandboxState) -> APIRouter:
     router = APIRouter(tags=["oauth2"])
+    jwks = JwksFetcher(state.config.jwks_fetch_timeout_seconds)
 
     @router.post(TOKEN_PATH, summary="Client-credentials grant with a JWT client assertion")
     async def token(request: Request) -> Response:
         params = await read_params(request)
-        return canvas_json(await grant(state, request, params))
+        return canvas_json(await grant(state, request, params, jwks))
 
     return router

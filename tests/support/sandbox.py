@@ -4,9 +4,13 @@ The sandbox is served by uvicorn on ``127.0.0.1`` (a free port) in a background 
 its own event loop, so it answers whatever the test's loop is doing (even blocking calls such
 as pylti1p3's `requests`), and it behaves identically under any pytest-asyncio loop scope.
 
-In a conftest::
+In a conftest (the fixtures are named ``sandbox_server``, ``sandbox`` and ``tool_key``)::
 
-    from tests.support.sandbox import sandbox, sandbox_server  # noqa: F401  (fixtures)
+    from tests.support.sandbox import (  # noqa: F401  (fixtures)
+        sandbox_fixture,
+        sandbox_server_fixture,
+        tool_key_fixture,
+    )
 
 In a test::
 
@@ -213,6 +217,11 @@ class SandboxAdmin:
         self.base_url = base_url
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """A client for the running loop (reused; do not close it)."""
+        return self._http()
 
     def _http(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -454,8 +463,7 @@ class RunningSandbox:
         assertion = tool_key.client_assertion(
             client_id=client_id, audience=self.token_url, now=self.clock.timestamp()
         )
-        async with httpx.AsyncClient(timeout=30) as client:
-            response = await client.post(self.token_url, data=token_form(assertion, scopes))
+        response = await self.admin.http.post(self.token_url, data=token_form(assertion, scopes))
         response.raise_for_status()
         token: str = response.json()["access_token"]
         return token
@@ -488,21 +496,21 @@ async def run_sandbox(
         await asyncio.to_thread(server.stop)
 
 
-@pytest.fixture(scope="session")
-async def sandbox_server() -> AsyncIterator[RunningSandbox]:
+@pytest.fixture(scope="session", name="sandbox_server")
+async def sandbox_server_fixture() -> AsyncIterator[RunningSandbox]:
     """One sandbox for the session (Canvas defaults: throttle on)."""
     async with run_sandbox() as running:
         yield running
 
 
-@pytest.fixture
-def sandbox(sandbox_server: RunningSandbox) -> Iterator[RunningSandbox]:
+@pytest.fixture(name="sandbox")
+def sandbox_fixture(sandbox_server: RunningSandbox) -> Iterator[RunningSandbox]:
     """The session's sandbox, reset to an empty world before the test."""
     sandbox_server.reset()
     yield sandbox_server
 
 
-@pytest.fixture(scope="session")
-def tool_key() -> ToolKey:
+@pytest.fixture(scope="session", name="tool_key")
+def tool_key_fixture() -> ToolKey:
     """One tool RSA key for the session (generation is slow)."""
     return ToolKey.generate()
