@@ -87,6 +87,26 @@ def worker() -> None:
     asyncio.run(run_workers_only(settings))
 
 
+@cli.command()
+def demo(
+    api: Annotated[str, typer.Option(help="The running service.")] = "http://127.0.0.1:8000",
+    sandbox_url: Annotated[str, typer.Option(help="Its sandbox Canvas.")] = "http://127.0.0.1:8001",
+    api_key: Annotated[
+        str | None, typer.Option(help="An API key with every scope (default: var/dev-api-key).")
+    ] = None,
+) -> None:
+    """Pass three grades end to end: launches, submissions, and the sandbox gradebook."""
+    from app.demo import run_demo
+
+    key = api_key or development_api_key(_settings())
+    results = asyncio.run(run_demo(api, sandbox_url, key))
+    for result in results:
+        typer.echo(
+            f"{result.student:<14} Formative {result.percent:<6} job {result.job_status:<10}"
+            f" Canvas score {result.canvas_score} / 10"
+        )
+
+
 @keys_cli.command("rotate")
 def keys_rotate() -> None:
     """Make a new current signing key; the old one stays published in the JWKS."""
