@@ -365,11 +365,11 @@ class DeliveryEngine:
 
     async def _flush_written(self) -> None:
         """Wait until every recorded result is in the database."""
-        while self._results:
-            self._results_ready.set()
+        while self._results or not self._writer_idle.is_set():
             if self._writer is None or self._writer.done():
                 await self._write_pending()
             else:
+                self._results_ready.set()
                 await self._writer_idle.wait()
 
     async def _write_loop(self) -> None:

@@ -325,8 +325,9 @@ def _transient(status: int, message: str | None, headers: httpx.Headers, body: s
             throttled=True,
             rate_limit_remaining=remaining,
         )
-    # A gateway error or a crash may come after the platform applied the score (Canvas opens
-    # the attempt before grading); only 503 reliably means "not processed".
+    # A gateway timeout is a proxy giving up while the platform may still be applying the
+    # score: like our own timeout, its outcome is unknown. Other 5xx answers come from a
+    # request the platform did not complete.
     return Outcome(
         Action.retry,
         RetryCode.platform_error,
@@ -334,7 +335,7 @@ def _transient(status: int, message: str | None, headers: httpx.Headers, body: s
         message=message,
         retry_after=retry_after_seconds(headers.get("retry-after")),
         rate_limit_remaining=remaining,
-        outcome_unknown=status != 503,
+        outcome_unknown=status == 504,
     )
 
 

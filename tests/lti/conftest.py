@@ -3,4 +3,7 @@
 from __future__ import annotations
 
 from tests.lti.world import engine, lti_context, lti_settings, world  # noqa: F401  (fixtures)
-from tests.support.sandbox import sandbox, sandbox_server  # noqa: F401  (fixtures)
+from tests.support.sandbox import (  # noqa: F401  (fixtures)
+    sandbox_fixture,
+    sandbox_server_fixture,
+)

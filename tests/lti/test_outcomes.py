@@ -43,19 +43,19 @@ def test_a_2xx_is_delivered_and_reports_the_remaining_rate_budget() -> None:
     assert outcome.rate_limit_remaining == 512.5
 
 
-@pytest.mark.parametrize("status", [500, 502, 504])
-def test_server_errors_are_retried_and_may_have_landed(status: int) -> None:
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_retried(status: int) -> None:
     outcome = classify_ags_answer(status, headers(), shape_b("An error occurred."))
     assert outcome.action is Action.retry
     assert outcome.code == RetryCode.platform_error
-    assert outcome.outcome_unknown
+    assert not outcome.outcome_unknown
     assert outcome.message == "An error occurred."
 
 
-def test_a_503_is_retried_as_not_processed() -> None:
-    outcome = classify_ags_answer(503, headers(), "")
+def test_a_gateway_timeout_is_retried_as_of_unknown_outcome() -> None:
+    outcome = classify_ags_answer(504, headers(), "")
     assert outcome.action is Action.retry
-    assert not outcome.outcome_unknown
+    assert outcome.outcome_unknown
 
 
 def test_429_is_retried_after_the_time_the_platform_asks_for() -> None:
