@@ -10,7 +10,7 @@ leaky-bucket throttle, switchable faults, simulated launches and a read-only gra
 
 from app.sandbox.app import SandboxApp, create_sandbox_app
 from app.sandbox.config import CanvasFlags, SandboxConfig, ThrottleSettings
-from app.sandbox.faults import FaultKind, FaultPhase, FaultRule, FaultSettings
+from app.sandbox.fault_rules import FaultKind, FaultPhase, FaultRule, FaultSettings
 from app.sandbox.launch import Forgery, LaunchRequest, issue_launch
 from app.sandbox.seed import DemoSeed, Scenario, seed_demo, seed_scenario
 from app.sandbox.state import SandboxState

@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from app.sandbox.config import CanvasFlags
-from app.sandbox.faults import FaultRule, FaultSettings
+from app.sandbox.fault_rules import FaultRule, FaultSettings
 from app.sandbox.launch import Forgery, LaunchRequest, issue_launch
 from app.sandbox.models import CourseState, EnrollmentState, GradingType
 from app.sandbox.protocol import AGS_SCOPES, ROLE_LEARNER, ROLE_STUDENT

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from app.sandbox.fault_rules import FaultSettings
+
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware UTC. Tests pass a controllable one."""
 
@@ -63,6 +65,8 @@ class SandboxConfig:
     clock: Clock = utc_now
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     flags: CanvasFlags = field(default_factory=CanvasFlags)
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    """Faults of every run (e.g. ``FaultSettings(latency_ms=100)`` for benchmarks)."""
     fault_seed: int = 0
     request_log_limit: int = 10_000
     jwks_fetch_timeout_seconds: float = 5.0

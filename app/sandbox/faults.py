@@ -25,87 +25,35 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from enum import StrEnum
-from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.sandbox.errors import UnexpectedError
+from app.sandbox.fault_rules import (
+    FAULT_HEADER,
+    FaultKind,
+    FaultPhase,
+    FaultRule,
+    FaultSettings,
+    parse_fault_header,
+)
 from app.sandbox.rendering import canvas_json
 from app.sandbox.throttle import throttled_response
 
-FAULT_HEADER = "x-sandbox-fault"
-PLATFORM_PATHS = r"^(/api/lti/courses/|/login/oauth2/token$)"
-"""Default rule pattern: AGS and token requests (not the platform JWKS)."""
 ABORT_SCOPE_KEY = "sandbox.abort"
 FAULT_SCOPE_KEY = "sandbox.fault"
-
-
-class FaultKind(StrEnum):
-    LATENCY = "latency"
-    ERROR = "error"
-    TOO_MANY_REQUESTS = "too_many_requests"
-    THROTTLE = "throttle"
-    DROP = "drop"
-
-
-class FaultPhase(StrEnum):
-    BEFORE = "before"
-    AFTER = "after"
-
-
-class FaultRule(BaseModel):
-    """One kind of misbehaviour, for requests whose path matches `path` (a regex, searched)."""
-
-    kind: FaultKind
-    path: str = PLATFORM_PATHS
-    method: str | None = None
-    probability: float = Field(default=1.0, ge=0.0, le=1.0)
-    remaining: int | None = Field(default=None, ge=1)
-    delay_ms: int = Field(default=0, ge=0)
-    status: int = Field(default=500, ge=500, le=599)
-    retry_after: int = Field(default=1, ge=0)
-    phase: FaultPhase = FaultPhase.BEFORE
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method is not None and self.method.upper() != method.upper():
-            return False
-        return re.search(self.path, path) is not None
-
-
-class FaultSettings(BaseModel):
-    """Everything switchable per run: base latency, the rules, the RNG seed."""
-
-    latency_ms: int = Field(default=0, ge=0)
-    latency_path: str = PLATFORM_PATHS
-    rules: list[FaultRule] = Field(default_factory=list)
-    seed: int | None = None
-
-
-def parse_fault_header(value: str) -> FaultRule:
-    """``"error; status=503"`` → FaultRule(kind=error, status=503). Raises ValueError."""
-    kind, *options = (part.strip() for part in value.split(";"))
-    fields: dict[str, Any] = {"kind": kind, "path": ".*"}
-    for option in options:
-        if option:
-            name, _, setting = option.partition("=")
-            fields[name.strip()] = setting.strip()
-    try:
-        return FaultRule.model_validate(fields)
-    except ValidationError as exc:
-        raise ValueError(f"bad {FAULT_HEADER} header: {value!r}") from exc
 
 
 class FaultPlan:
     """The current faults of one platform. Thread-safe; the RNG is seeded for repeatability."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, settings: FaultSettings, seed: int) -> None:
         self._lock = threading.Lock()
         self._default_seed = seed
         self._settings = FaultSettings()
         self._rng = random.Random(seed)
+        self.configure(settings)
 
     def configure(self, settings: FaultSettings) -> None:
         with self._lock:

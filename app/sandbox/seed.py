@@ -6,7 +6,7 @@ returns everything a platform registration of the service needs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +46,7 @@ def seed_scenario(
     state: SandboxState,
     *,
     tool_jwks_url: str | None = None,
-    tool_jwk: dict[str, Any] | None = None,
+    tool_jwk: Mapping[str, Any] | None = None,
     client_id: str | None = None,
     scopes: Sequence[str] = AGS_SCOPES,
     points: NumberLike = 10,

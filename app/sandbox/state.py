@@ -13,10 +13,11 @@ import itertools
 import secrets
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -67,7 +68,7 @@ class SandboxState:
         self.platform_kid = rsa_public_jwk(self.platform_key.public_key())["kid"]
         self.access_token_secret = secrets.token_bytes(32)
         self.throttle = Throttle(self.config.throttle, lambda: self.clock().timestamp())
-        self.faults = FaultPlan(self.config.fault_seed)
+        self.faults = FaultPlan(self.config.faults, self.config.fault_seed)
         self.request_log = RequestLog(self.config.request_log_limit)
         self.flags = replace(self.config.flags)
         self._client_ids = itertools.count(10000000000001)
@@ -85,9 +86,12 @@ class SandboxState:
         self.line_items: dict[str, LineItem] = {}
         self.submissions: dict[tuple[str, str], Submission] = {}
         self.results: dict[str, Result] = {}
+        self._users_by_lti_id: dict[str, User] = {}
+        self._results_by_owner: dict[tuple[str, str], Result] = {}
 
     def reset(self) -> None:
-        """Forget every record, fault, bucket and logged request; restore configured flags.
+        """Forget every record, bucket and logged request; restore the configured flags,
+        throttle numbers and faults.
 
         The platform key (so cached JWKS stay valid) and id counters (so ids never repeat
         within a process) are kept.
@@ -97,7 +101,7 @@ class SandboxState:
             self.flags = replace(self.config.flags)
         self.throttle.configure(self.config.throttle)
         self.throttle.clear()
-        self.faults.clear()
+        self.faults.configure(self.config.faults)
         self.request_log.clear()
 
     def set_flags(self, flags: CanvasFlags) -> None:
@@ -122,7 +126,7 @@ class SandboxState:
         client_id: str | None = None,
         name: str = "Formative",
         scopes: Sequence[str] = AGS_SCOPES,
-        public_jwk: dict[str, object] | None = None,
+        public_jwk: Mapping[str, Any] | None = None,
         public_jwk_url: str | None = None,
         active: bool = True,
         enabled_in_account: bool = True,
@@ -136,7 +140,7 @@ class SandboxState:
                 client_id=client_id,
                 name=name,
                 scopes=tuple(scopes),
-                public_jwk=public_jwk,
+                public_jwk=None if public_jwk is None else dict(public_jwk),
                 public_jwk_url=public_jwk_url,
                 active=active,
                 enabled_in_account=enabled_in_account,
@@ -158,7 +162,7 @@ class SandboxState:
         active: bool | None = None,
         enabled_in_account: bool | None = None,
         scopes: Sequence[str] | None = None,
-        public_jwk: dict[str, object] | None = None,
+        public_jwk: Mapping[str, Any] | None = None,
         public_jwk_url: str | None = None,
     ) -> DeveloperKey:
         """Change a key; arguments left None stay as they are."""
@@ -171,7 +175,7 @@ class SandboxState:
             if scopes is not None:
                 key.scopes = tuple(scopes)
             if public_jwk is not None:
-                key.public_jwk, key.public_jwk_url = public_jwk, None
+                key.public_jwk, key.public_jwk_url = dict(public_jwk), None
             if public_jwk_url is not None:
                 key.public_jwk, key.public_jwk_url = None, public_jwk_url
             return key
@@ -271,6 +275,7 @@ class SandboxState:
                     email=email,
                 )
                 self.users[user.id] = user
+                self._users_by_lti_id[user.lti_id] = user
             self.enrollments[(course_id, user.id)] = Enrollment(
                 course_id=course_id, user_id=user.id, state=enrollment_state
             )
@@ -280,7 +285,7 @@ class SandboxState:
         if user_id is not None and user_id in self.users:
             return self.users[user_id]
         if lti_id is not None:
-            return next((u for u in self.users.values() if u.lti_id == lti_id), None)
+            return self._users_by_lti_id.get(lti_id)
         return None
 
     def user(self, user_ref: str) -> User:
@@ -322,7 +327,7 @@ class SandboxState:
         if not text:
             return None
         with self.lock:
-            user = next((u for u in self.users.values() if u.lti_id == text), None)
+            user = self._users_by_lti_id.get(text)
             if user is None and text.isdigit():
                 user = self.users.get(text)
             if user is None or not course.published:
@@ -390,7 +395,7 @@ class SandboxState:
         resource_id: str | None = None,
         tag: str | None = None,
         resource_link_id: str | None = None,
-        submission_type_extension: dict[str, object] | None = None,
+        submission_type_extension: Mapping[str, Any] | None = None,
     ) -> LineItem:
         """A line item on `assignment`; the first one is its primary line item."""
         with self.lock:
@@ -408,7 +413,9 @@ class SandboxState:
                 resource_id=resource_id,
                 tag=tag,
                 resource_link_id=(assignment.resource_link_id if is_first else resource_link_id),
-                submission_type_extension=submission_type_extension,
+                submission_type_extension=(
+                    None if submission_type_extension is None else dict(submission_type_extension)
+                ),
             )
             self.line_items[line_item.id] = line_item
             return line_item
@@ -487,7 +494,8 @@ class SandboxState:
 
     def result_of(self, line_item_id: str, user_id: str) -> Result | None:
         with self.lock:
-            return next((r for r in self.results_of(line_item_id) if r.user_id == user_id), None)
+            result = self._results_by_owner.get((line_item_id, user_id))
+            return result if result is not None and result.active else None
 
     def new_result(
         self, line_item: LineItem, user: User, *, timestamp: datetime, activity: str, grading: str
@@ -506,6 +514,7 @@ class SandboxState:
                 updated_at=timestamp,
             )
             self.results[result.id] = result
+            self._results_by_owner[(line_item.id, user.id)] = result
             return result
 
     def line_items_of(self, course_id: str) -> Iterator[LineItem]:

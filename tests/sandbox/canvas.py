@@ -14,7 +14,8 @@ TIMESTAMP = "2026-11-20T14:03:11.250Z"
 
 
 def media_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "").split(";")[0].strip()
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip()
 
 
 def assert_shape_a(response: httpx.Response, status: int, symbol: str, message: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -84,7 +85,7 @@ async def test_drop_after_processing_lands_the_grade_but_loses_the_answer(
 
     submission = sandbox.state.submission(world.assignment_id, student(world))
     assert submission is not None
-    assert (submission.score, submission.attempt) == (6, 1)
+    assert (submission.score, submission.attempt) == (Decimal(6), 1)
 
 
 async def test_slow_answer_outlasts_the_clients_timeout(

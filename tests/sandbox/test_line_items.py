@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -140,7 +141,7 @@ async def test_create_makes_an_assignment_and_answers_201(
         EXT_SUBMISSION_TYPE: extension,
     }
     line_item = sandbox.state.line_items[item_id]
-    assert sandbox.state.assignment(line_item.assignment_id).points_possible == 25
+    assert sandbox.state.assignment(line_item.assignment_id).points_possible == Decimal(25)
 
 
 async def test_create_without_label_fails_model_validation(
@@ -318,7 +319,7 @@ async def test_update_of_the_primary_line_item_changes_the_assignment_points(
     assert media_type(response) == MEDIA_LINEITEM
     assert (response.json()["scoreMaximum"], response.json()["label"]) == (20.0, "Renamed")
     assignment = sandbox.state.assignment(world.assignment_id)
-    assert (assignment.points_possible, assignment.name) == (20, "Renamed")
+    assert (assignment.points_possible, assignment.name) == (Decimal(20), "Renamed")
 
 
 async def test_update_with_a_negative_maximum_fails_model_validation(

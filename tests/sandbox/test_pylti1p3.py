@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from pylti1p3.assignments_grades import AssignmentsGradesService
 from pylti1p3.grade import Grade
 from pylti1p3.service_connector import ServiceConnector
-from pylti1p3.tool_config import ToolConfDict
+from pylti1p3.tool_config.dict import ToolConfDict
 
 from app.sandbox import seed_scenario
 from app.sandbox.protocol import CLAIM_AGS_ENDPOINT
@@ -64,8 +64,8 @@ async def test_pylti1p3_obtains_a_token_and_puts_a_grade_the_gradebook_shows(
             .set_grading_progress("FullyGraded")
             .set_user_id(launch["claims"]["sub"])
         )
-        response: dict[str, Any] = ags.put_grade(grade)
-        return response
+        response = ags.put_grade(grade)
+        return dict(response)
 
     answer = await asyncio.to_thread(put_grade)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -519,7 +520,7 @@ async def test_pass_fail_assignment_grades_complete(
     assert response.status_code == 200
     submission = sandbox.state.submission(assignment.id, student(world))
     assert submission is not None
-    assert (submission.grade, submission.score) == ("complete", 5)
+    assert (submission.grade, submission.score) == ("complete", Decimal(5))
 
 
 async def test_submission_type_data_and_time_are_stored_for_speedgrader(
@@ -632,6 +633,6 @@ async def test_timestamp_and_result_keep_what_was_sent_unscaled(
     result = sandbox.state.result_of(world.line_item_id, world.students[0].user_id)
 
     assert result is not None
-    assert (result.score_given, result.score_maximum) == (83, 100)
+    assert (result.score_given, result.score_maximum) == (Decimal(83), Decimal(100))
     assert result.updated_at.isoformat() == "2026-11-20T14:03:11.250000+00:00"
     assert TIMESTAMP.startswith("2026-11-20T14:03:11.250")
