@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from app.sandbox import Scenario
+from app.sandbox.models import Assignment, LineItem
 from app.sandbox.protocol import EXT_SUBMISSION, MEDIA_SCORE
 from tests.support.sandbox import RunningSandbox
 
@@ -90,3 +91,13 @@ async def post_score(
         headers={**bearer(token), "Content-Type": MEDIA_SCORE},
         **kwargs,
     )
+
+
+def foreign_assignment(sandbox: RunningSandbox, world: Scenario) -> tuple[Assignment, LineItem]:
+    """An assignment in the world's course owned by another tool, and its primary line item."""
+    other_key = sandbox.state.create_developer_key()
+    sandbox.state.install_tool(world.course_id, other_key.client_id)
+    assignment = sandbox.state.create_assignment(world.course_id, client_id=other_key.client_id)
+    primary = sandbox.state.primary_line_item(assignment.id)
+    assert primary is not None
+    return assignment, primary

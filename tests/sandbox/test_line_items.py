@@ -19,6 +19,7 @@ from tests.sandbox.canvas import (
     assert_not_found,
     assert_shape_a,
     bearer,
+    foreign_assignment,
     line_item_url,
     media_type,
 )
@@ -52,9 +53,7 @@ async def create(
 async def test_list_is_a_plain_array_of_this_tools_line_items(
     sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
 ) -> None:
-    foreign_key = sandbox.state.create_developer_key()
-    sandbox.state.install_tool(world.course_id, foreign_key.client_id)
-    sandbox.state.create_assignment(world.course_id, client_id=foreign_key.client_id)
+    foreign_assignment(sandbox, world)
 
     response = await http.get(items_url(sandbox, world), headers=bearer(token))
 
@@ -202,9 +201,7 @@ async def test_create_with_an_unknown_resource_link_is_not_found(
 async def test_create_with_another_tools_resource_link_is_unprocessable(
     sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
 ) -> None:
-    foreign_key = sandbox.state.create_developer_key()
-    sandbox.state.install_tool(world.course_id, foreign_key.client_id)
-    foreign = sandbox.state.create_assignment(world.course_id, client_id=foreign_key.client_id)
+    foreign, _ = foreign_assignment(sandbox, world)
 
     response = await create(
         http,
@@ -261,11 +258,7 @@ async def test_show_returns_the_line_item_with_launch_url_on_request(
 async def test_show_of_another_tools_line_item_is_a_precondition_failure(
     sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
 ) -> None:
-    foreign_key = sandbox.state.create_developer_key()
-    sandbox.state.install_tool(world.course_id, foreign_key.client_id)
-    foreign = sandbox.state.create_assignment(world.course_id, client_id=foreign_key.client_id)
-    primary = sandbox.state.primary_line_item(foreign.id)
-    assert primary is not None
+    _, primary = foreign_assignment(sandbox, world)
 
     response = await http.get(line_item_url(sandbox, world, primary.id), headers=bearer(token))
 
@@ -355,3 +348,12 @@ async def test_delete_of_a_tool_created_line_item_deletes_its_assignment(
     assert_not_found(shown)
     item = sandbox.state.line_items[url.rsplit("/", 1)[1]]
     assert sandbox.state.assignment(item.assignment_id).deleted
+
+
+async def test_links_drop_the_access_token_parameter(
+    sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
+) -> None:
+    response = await http.get(items_url(sandbox, world), params={"access_token": token})
+
+    assert response.status_code == 200
+    assert "access_token" not in response.headers["link"]

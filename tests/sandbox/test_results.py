@@ -5,17 +5,18 @@ from __future__ import annotations
 import httpx
 
 from app.sandbox import Scenario
-from app.sandbox.protocol import EXT_SUBMISSION, MEDIA_RESULT_CONTAINER
+from app.sandbox.protocol import EXT_SUBMISSION, MEDIA_RESULT_CONTAINER, SCOPE_SCORE
 from tests.sandbox.canvas import (
     assert_not_found,
     assert_shape_a,
     bearer,
+    foreign_assignment,
     line_item_url,
     media_type,
     post_score,
     score,
 )
-from tests.support.sandbox import RunningSandbox
+from tests.support.sandbox import RunningSandbox, ToolKey
 
 
 async def scored(
@@ -107,11 +108,7 @@ async def test_result_of_another_line_item_is_not_found(
 async def test_result_show_on_another_tools_line_item_is_a_precondition_failure(
     sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
 ) -> None:
-    foreign_key = sandbox.state.create_developer_key()
-    sandbox.state.install_tool(world.course_id, foreign_key.client_id)
-    foreign = sandbox.state.create_assignment(world.course_id, client_id=foreign_key.client_id)
-    primary = sandbox.state.primary_line_item(foreign.id)
-    assert primary is not None
+    _, primary = foreign_assignment(sandbox, world)
 
     response = await http.get(
         f"{line_item_url(sandbox, world, primary.id)}/results/1", headers=bearer(token)
@@ -127,12 +124,8 @@ async def test_result_show_on_another_tools_line_item_is_a_precondition_failure(
 
 
 async def test_results_need_the_result_scope(
-    sandbox: RunningSandbox, world: Scenario, tool_key: object, http: httpx.AsyncClient
+    sandbox: RunningSandbox, world: Scenario, tool_key: ToolKey, http: httpx.AsyncClient
 ) -> None:
-    from app.sandbox.protocol import SCOPE_SCORE
-    from tests.support.sandbox import ToolKey
-
-    assert isinstance(tool_key, ToolKey)
     score_only = await sandbox.access_token(tool_key, world.client_id, [SCOPE_SCORE])
 
     response = await http.get(

@@ -11,6 +11,7 @@ import pytest
 from app.sandbox import Scenario
 from app.sandbox.models import EnrollmentState, GradingType
 from app.sandbox.protocol import EXT_SUBMISSION, MEDIA_SCORE
+from app.sandbox.views import submission_view
 from tests.sandbox.canvas import (
     TIMESTAMP,
     assert_shape_a,
@@ -33,8 +34,6 @@ def student(world: Scenario, index: int = 0) -> str:
 
 def cell(sandbox: RunningSandbox, world: Scenario, index: int = 0) -> dict[str, Any]:
     """The gradebook cell as the JSON API shows it (read in-process)."""
-    from app.sandbox.views import submission_view
-
     submission = sandbox.state.submission(world.assignment_id, student(world, index))
     return submission_view(submission)
 
@@ -636,3 +635,17 @@ async def test_timestamp_and_result_keep_what_was_sent_unscaled(
     assert (result.score_given, result.score_maximum) == (Decimal(83), Decimal(100))
     assert result.updated_at.isoformat() == "2026-11-20T14:03:11.250000+00:00"
     assert TIMESTAMP.startswith("2026-11-20T14:03:11.250")
+
+
+async def test_pending_score_without_maximum_fails_result_validation(
+    sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
+) -> None:
+    body = score(student(world), 7, None, gradingProgress="Pending")
+
+    response = await post_score(http, sandbox, world, token, body)
+
+    assert response.status_code == 422
+    assert media_type(response) == "application/json"
+    assert response.json() == {
+        "errors": [{"field": "result_maximum", "message": "can't be blank", "error_code": "blank"}]
+    }
