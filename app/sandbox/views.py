@@ -75,7 +75,9 @@ def line_item_view(state: SandboxState, line_item: LineItem, origin: str) -> dic
 
 
 def assignment_view(state: SandboxState, assignment: Assignment, origin: str) -> dict[str, Any]:
-    line_items = [li for li in state.line_items_of(assignment.course_id)]
+    line_items = [
+        li for li in state.line_items_of(assignment.course_id) if li.assignment_id == assignment.id
+    ]
     primary = state.primary_line_item(assignment.id)
     return {
         "id": assignment.id,
@@ -90,11 +92,7 @@ def assignment_view(state: SandboxState, assignment: Assignment, origin: str) ->
         "line_item_url": (
             line_item_url(origin, assignment.course_id, primary.id) if primary else None
         ),
-        "line_items": [
-            line_item_view(state, li, origin)
-            for li in line_items
-            if li.assignment_id == assignment.id
-        ],
+        "line_items": [line_item_view(state, li, origin) for li in line_items],
     }
 
 

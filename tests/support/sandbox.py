@@ -514,3 +514,10 @@ def sandbox_fixture(sandbox_server: RunningSandbox) -> Iterator[RunningSandbox]:
 def tool_key_fixture() -> ToolKey:
     """One tool RSA key for the session (generation is slow)."""
     return ToolKey.generate()
+
+
+# The fixtures' first import names, kept so existing imports work. Prefer the `*_fixture`
+# names: importing these makes ruff report F811 where a test takes the fixture as a parameter.
+sandbox = sandbox_fixture
+sandbox_server = sandbox_server_fixture
+tool_key = tool_key_fixture
