@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api import jobs, passback, platforms, system, teach
+from app.api import events, jobs, launches, passback, platforms, system, teach
 from app.api.middleware import BodyTooLargeError, RequestContextMiddleware
 from app.api.problems import install_problem_handlers, problem_response
 from app.config import Settings
 from app.context import AppContext
+from app.delivery import DeliveryEngine
 
 DESCRIPTION = """\
 Passes Formative scores back to Canvas (and any LTI 1.3 Advantage platform) through the
@@ -30,9 +31,14 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = context is None
         app.state.context = context or AppContext.build(settings)
+        workers = DeliveryEngine(app.state.context) if settings.run_workers else None
+        if workers is not None:
+            await workers.start()
         try:
             yield
         finally:
+            if workers is not None:
+                await workers.stop()
             if owned:
                 await app.state.context.close()
 
@@ -47,7 +53,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     install_problem_handlers(app)
     app.add_exception_handler(BodyTooLargeError, _on_body_too_large)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (system, platforms, passback, jobs, teach):
+    for module in (system, platforms, launches, events, passback, jobs, teach):
         app.include_router(module.router)
     return app
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 import uvicorn
 
 from app.clock import utc_now
 from app.config import Settings
+from app.context import AppContext
+from app.delivery import DeliveryEngine
 from app.main import create_app
 from app.registry import PlatformCreate, RegistryError, register_platform
 from app.sandbox import SandboxConfig, SandboxState, create_sandbox_app
@@ -102,4 +105,20 @@ async def run_service(
 
 
 async def run_workers_only(settings: Settings) -> None:
-    raise SystemExit("the delivery engine is not wired yet")
+    """Deliver jobs without serving HTTP until SIGINT/SIGTERM; then finish or release."""
+    context = AppContext.build(settings)
+    engine = DeliveryEngine(context)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    await engine.start()
+    log.info("delivery workers running as %s", engine.owner)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        assert engine.runner is not None
+        await asyncio.wait([stopping, engine.runner], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        await engine.stop()
+        await context.close()

@@ -94,6 +94,7 @@ class DeliveryEngine:
         self._reads = SharedReads(context.ags)
         self._runner: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._grace = self.policy.shutdown_grace
         self._maintained_at = -float("inf")
         self._discovered_at = -float("inf")
 
@@ -108,12 +109,15 @@ class DeliveryEngine:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let attempts finish for `grace` seconds, release the rest, write."""
+        self._grace = self.policy.shutdown_grace if grace is None else grace
         self._stopping.set()
         self._changed.set()
         runner, self._runner = self._runner, None
         if runner is not None:
-            await self._finish_in_flight(self.policy.shutdown_grace if grace is None else grace)
-            await runner
+            try:
+                await runner
+            except Exception:
+                log.exception("the delivery engine stopped with an error")
 
     async def run(self) -> None:
         """Deliver until stopped (the body of `start`; `passback worker` awaits it directly)."""
@@ -124,13 +128,17 @@ class DeliveryEngine:
                 try:
                     started = await self._round()
                 except (OperationalError, DBAPIError) as exc:
-                    log.warning("delivery round failed: %s", exc)
+                    log.warning("delivery round failed (database): %s", exc)
+                    started = 0
+                except Exception:
+                    # Keep delivering: one bad round must not stop the instance's workers.
+                    log.exception("delivery round failed")
                     started = 0
                 if started == 0 or self._saturated():
                     await self._wait_for_change(self.policy.poll_interval)
         finally:
             self._context.wakeup.unsubscribe(self.wake)
-            await self._finish_in_flight(self.policy.shutdown_grace)
+            await self._finish_in_flight(self._grace)
             await self._stop_writer()
 
     async def drain(self) -> None:
@@ -160,7 +168,13 @@ class DeliveryEngine:
     def wake(self) -> None:
         """Look for work now (a job was enqueued)."""
         self._wake_lanes()
+        self._discovered_at = -float("inf")
         self._changed.set()
+
+    @property
+    def runner(self) -> asyncio.Task[None] | None:
+        """The background task `start` made (None when not started)."""
+        return self._runner
 
     @property
     def in_flight(self) -> int:
@@ -347,7 +361,7 @@ class DeliveryEngine:
             released = await store.release_expired_leases(session, now=now)
         if released:
             log.warning("returned %d jobs whose worker stopped to the queue", len(released))
-            self._wake_lanes()
+            self.wake()
 
     # --- writing results ----------------------------------------------------------------------
 

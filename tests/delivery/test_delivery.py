@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -126,7 +127,7 @@ async def test_a_token_canvas_rejects_is_refreshed_once_and_the_score_resent(
 ) -> None:
     await world.enqueue(world.students[0])
     await engine.drain()
-    world.sandbox.state.access_token_secret = b"canvas rotated its token secret"
+    world.sandbox.state.access_token_secret = secrets.token_bytes(32)  # Canvas rotated it
     await world.enqueue_many(world.students[1:])
     await engine.drain()
     assert {job.status for job in await world.jobs()} == {JobStatus.delivered}
