@@ -26,8 +26,8 @@ Or without fixtures::
     async with run_sandbox(SandboxConfig(throttle=ThrottleSettings(enabled=False))) as sb:
         scenario = seed_scenario(sb.state, tool_jwk=tool_key.public_jwk())
 
-`sandbox` (function scope) is the session's server after `reset()`: no records, no faults,
-empty buckets, empty log, default flags and throttle numbers, and the clock back on real time.
+`sandbox` (function scope) is the session's server after `reset()`: no records, empty
+buckets and log, the configured faults, flags and throttle numbers, the clock on real time.
 """
 
 from __future__ import annotations
