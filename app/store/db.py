@@ -17,6 +17,12 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL unreachable must not mean a hung request: connecting, waiting for a pooled
+# connection, and any one statement each give up after a few seconds (the API answers 503,
+# workers try again). Our statements take milliseconds; one silent for 5 s is on a dead line.
+PG_CONNECT_TIMEOUT_SECONDS = 5
+PG_POOL_TIMEOUT_SECONDS = 5
+PG_COMMAND_TIMEOUT_SECONDS = 5
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -35,8 +41,11 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        pool_timeout=5,
-        connect_args={"timeout": 5, "command_timeout": 30},
+        pool_timeout=PG_POOL_TIMEOUT_SECONDS,
+        connect_args={
+            "timeout": PG_CONNECT_TIMEOUT_SECONDS,
+            "command_timeout": PG_COMMAND_TIMEOUT_SECONDS,
+        },
     )
 
 
