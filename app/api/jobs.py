@@ -11,13 +11,13 @@ from pydantic import BaseModel, Field
 
 from app.api.auth import AdminCaller
 from app.api.deps import Context, Session
-from app.api.passback import explain_outcome, problem
+from app.api.passback import problem
 from app.api.problems import ProblemError, problem_responses
-from app.manual import (
+from app.manual.common import ManualPassbackError
+from app.manual.jobs import (
     AttemptOut,
     JobDetail,
     JobOut,
-    ManualPassbackError,
     decode_cursor,
     encode_cursor,
     retry_job,
@@ -40,7 +40,7 @@ class JobPage(BaseModel):
 
 def _detail(job: PassbackJob) -> JobDetail:
     return JobDetail(
-        **JobOut.of(job, explain_outcome).model_dump(),
+        **JobOut.of(job).model_dump(),
         attempts=[AttemptOut.of(attempt) for attempt in job.attempts],
     )
 
@@ -69,7 +69,7 @@ async def list_jobs(
     page = jobs[:limit]
     more = len(jobs) > limit
     return JobPage(
-        items=[JobOut.of(job, explain_outcome) for job in page],
+        items=[JobOut.of(job) for job in page],
         next_cursor=encode_cursor(page[-1].id) if more else None,
     )
 
@@ -109,6 +109,7 @@ async def retry(job_id: int, context: Context, session: Session, _caller: AdminC
         )
     except ManualPassbackError as exc:
         raise problem(exc) from exc
+    context.wakeup.notify()
     job = await store.get_job(session, job_id)
     assert job is not None
     return _detail(job)

@@ -11,23 +11,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from app.api.auth import AuthenticatedCaller, Teacher, TeacherActor, teacher_actor
 from app.api.deps import Context, Session
 from app.api.problems import ProblemError, problem_responses
-from app.context import AppContext
-from app.manual import (
-    BatchOut,
-    LineItemPoints,
-    LineItemReader,
-    ManualPassbackError,
-    Preview,
-    SendAnswer,
-    Sender,
-    SendRequest,
-    authorize_teacher,
-    batch_view,
-    build_preview,
-    send,
-)
+from app.manual.batches import BatchOut, batch_view
+from app.manual.common import ManualPassbackError, authorize_teacher
+from app.manual.preview import Preview, build_preview, canvas_line_item_reader
+from app.manual.send import SendAnswer, Sender, SendRequest, send
 from app.store import passback as store
-from app.store.models import PassbackMode, Platform
+from app.store.models import PassbackMode
 
 router = APIRouter(tags=["manual passback"])
 
@@ -36,14 +25,6 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 def problem(exc: ManualPassbackError) -> ProblemError:
     return ProblemError(exc.status, exc.code, exc.detail)
-
-
-def line_item_reader(context: AppContext) -> LineItemReader:
-    async def read(platform: Platform, lineitem_url: str) -> LineItemPoints:
-        # Placeholder until the AGS client lands: the points are unknown, rows stay sendable.
-        return LineItemPoints(None, "canvas_unreachable", "the AGS client is not wired yet")
-
-    return read
 
 
 @router.get(
@@ -65,7 +46,7 @@ async def preview(
 ) -> Preview:
     try:
         formative = await authorize_teacher(session, formative_id, actor.teacher_id)
-        return await build_preview(session, formative, mode, line_item_reader(context))
+        return await build_preview(session, formative, mode, canvas_line_item_reader(context))
     except ManualPassbackError as exc:
         raise problem(exc) from exc
 
@@ -114,6 +95,8 @@ async def send_grades(
         raise problem(exc) from exc
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
+    elif result.answer.jobs:
+        context.wakeup.notify()
     return result.answer
 
 
@@ -147,8 +130,4 @@ async def read_batch(batch_id: str, session: Session, actor: TeacherOrAdmin) -> 
             )
     if batch is None:
         raise ProblemError(404, "batch_not_found", f"No batch {batch_id!r}.")
-    return await batch_view(session, batch, explain_outcome)
-
-
-def explain_outcome(code: str) -> str | None:
-    return None
+    return await batch_view(session, batch)

@@ -441,6 +441,8 @@
     }
   }
 
+  // A reload may restore the radio the teacher had chosen: follow it.
+  state.mode = form.querySelector('input[name="mode"]:checked').value;
   if (!state.token) {
     document.getElementById("auth-notice").hidden = false;
   } else {
