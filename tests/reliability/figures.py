@@ -45,9 +45,11 @@ def print_figures(terminalreporter: Any, config: pytest.Config) -> None:
         return
     terminalreporter.section("reliability and security figures")
     for test, values in measured.items():
-        terminalreporter.write_line(test)
-        for name, value in values.items():
-            terminalreporter.write_line(f"    {name}: {value}")
+        line = ", ".join(f"{name}={value}" for name, value in values.items())
+        terminalreporter.write_line(f"{test.split('::', 1)[-1]}: {line}")
+    cases = sum(int(values.get("schemathesis_cases", 0)) for values in measured.values())
+    if cases:
+        terminalreporter.write_line(f"schemathesis cases run: {cases}")
     path = os.environ.get(FIGURES_FILE_ENV)
     if path:
         Path(path).write_text(json.dumps(measured, indent=2, default=str))
