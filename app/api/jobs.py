@@ -15,7 +15,6 @@ from app.api.passback import problem
 from app.api.problems import ProblemError, problem_responses
 from app.manual.common import ManualPassbackError
 from app.manual.jobs import (
-    AttemptOut,
     JobDetail,
     JobOut,
     decode_cursor,
@@ -23,7 +22,7 @@ from app.manual.jobs import (
     retry_job,
 )
 from app.store import passback as store
-from app.store.models import JobStatus, PassbackJob
+from app.store.models import JobStatus
 
 router = APIRouter(prefix="/v1/passback/jobs", tags=["jobs"])
 
@@ -35,13 +34,6 @@ class JobPage(BaseModel):
     items: list[JobOut]
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next (older) page; null on the last page."
-    )
-
-
-def _detail(job: PassbackJob) -> JobDetail:
-    return JobDetail(
-        **JobOut.of(job).model_dump(),
-        attempts=[AttemptOut.of(attempt) for attempt in job.attempts],
     )
 
 
@@ -84,7 +76,7 @@ async def read_job(job_id: int, session: Session, _caller: AdminCaller) -> JobDe
     job = await store.get_job(session, job_id)
     if job is None:
         raise ProblemError(404, "job_not_found", f"No job {job_id}.")
-    return _detail(job)
+    return JobDetail.of(job)
 
 
 @router.post(
@@ -112,4 +104,4 @@ async def retry(job_id: int, context: Context, session: Session, _caller: AdminC
     context.wakeup.notify()
     job = await store.get_job(session, job_id)
     assert job is not None
-    return _detail(job)
+    return JobDetail.of(job)

@@ -6,9 +6,9 @@ import base64
 import binascii
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.manual.common import (
@@ -18,7 +18,6 @@ from app.manual.common import (
 )
 from app.store import passback as store
 from app.store.models import (
-    JobAttempt,
     JobKind,
     JobStatus,
     PassbackJob,
@@ -27,24 +26,20 @@ from app.store.models import (
 
 
 class AttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     started_at: datetime
     finished_at: datetime
     http_status: int | None
     outcome: str
     message: str | None = Field(description="The platform's answer or the error, verbatim.")
 
-    @classmethod
-    def of(cls, attempt: JobAttempt) -> AttemptOut:
-        return cls(
-            started_at=attempt.started_at,
-            finished_at=attempt.finished_at,
-            http_status=attempt.http_status,
-            outcome=attempt.outcome,
-            message=attempt.message,
-        )
-
 
 class JobOut(BaseModel):
+    """A job as operators see it (read from the row's attributes; the comment stays out)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     kind: JobKind
     status: JobStatus
@@ -63,15 +58,18 @@ class JobOut(BaseModel):
     override_percent: JsonDecimal | None
     override_points: JsonDecimal | None
     complete: bool | None
-    has_comment: bool
+    has_comment: bool = False
     score_timestamp: datetime
     submitted_at: datetime | None
     new_submission: bool
+    maybe_delivered: bool
     attempt_count: int
     next_attempt_at: datetime
     deadline_at: datetime
     outcome_code: str | None
-    outcome_text: str | None = Field(description="The teacher-facing explanation of the code.")
+    outcome_text: str | None = Field(
+        default=None, description="The teacher-facing explanation of the code."
+    )
     platform_message: str | None
     canvas_points: JsonDecimal | None
     score_given: JsonDecimal | None
@@ -82,47 +80,14 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job: PassbackJob) -> JobOut:
-        return cls(
-            id=job.id,
-            kind=JobKind(job.kind),
-            status=JobStatus(job.status),
-            formative_id=job.formative_id,
-            student_id=job.student_id,
-            class_id=job.class_id,
-            batch_id=job.batch_id,
-            event_id=job.event_id,
-            acting_teacher_id=job.acting_teacher_id,
-            platform_id=job.platform_id,
-            lineitem_url=job.lineitem_url,
-            lti_user_id=job.lti_user_id,
-            mode=PassbackMode(job.mode),
-            score=job.score,
-            max_score=job.max_score,
-            override_percent=job.override_percent,
-            override_points=job.override_points,
-            complete=job.complete,
-            has_comment=bool(job.comment),
-            score_timestamp=job.score_timestamp,
-            submitted_at=job.submitted_at,
-            new_submission=job.new_submission,
-            attempt_count=job.attempt_count,
-            next_attempt_at=job.next_attempt_at,
-            deadline_at=job.deadline_at,
-            outcome_code=job.outcome_code,
-            outcome_text=explain(job.outcome_code),
-            platform_message=job.platform_message,
-            canvas_points=job.canvas_points,
-            score_given=job.score_given,
-            score_maximum=job.score_maximum,
-            superseded_by=job.superseded_by,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            finished_at=job.finished_at,
-        )
+    def of(cls, job: PassbackJob) -> Self:
+        derived = {"has_comment": bool(job.comment), "outcome_text": explain(job.outcome_code)}
+        return cls.model_validate(job).model_copy(update=derived)
 
 
 class JobDetail(JobOut):
+    """A job with its attempts (load them with the job: `store.get_job`)."""
+
     attempts: list[AttemptOut]
 
 
