@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi import status as http_status
 from pydantic import BaseModel, Field
 
@@ -26,6 +26,7 @@ from app.store.models import JobStatus
 
 router = APIRouter(prefix="/v1/passback/jobs", tags=["jobs"])
 
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A job id (64-bit).")]
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
@@ -69,10 +70,10 @@ async def list_jobs(
 @router.get(
     "/{job_id}",
     response_model=JobDetail,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Read a job with its attempts",
 )
-async def read_job(job_id: int, session: Session, _caller: AdminCaller) -> JobDetail:
+async def read_job(job_id: JobId, session: Session, _caller: AdminCaller) -> JobDetail:
     job = await store.get_job(session, job_id)
     if job is None:
         raise ProblemError(404, "job_not_found", f"No job {job_id}.")
@@ -83,7 +84,7 @@ async def read_job(job_id: int, session: Session, _caller: AdminCaller) -> JobDe
     "/{job_id}/retry",
     status_code=http_status.HTTP_202_ACCEPTED,
     response_model=JobDetail,
-    responses=problem_responses(401, 403, 404, 409),
+    responses=problem_responses(401, 403, 404, 409, 422),
     summary="Retry a failed job",
     description="Requeues a failed job as a new cycle of attempts with a fresh deadline. The "
     "job keeps its score timestamp, so a newer grade that reached Canvas meanwhile wins "
@@ -91,7 +92,9 @@ async def read_job(job_id: int, session: Session, _caller: AdminCaller) -> JobDe
     "failed job that a newer job of the same student and assignment follows: retrying it "
     "would send an outdated grade.",
 )
-async def retry(job_id: int, context: Context, session: Session, _caller: AdminCaller) -> JobDetail:
+async def retry(
+    job_id: JobId, context: Context, session: Session, _caller: AdminCaller
+) -> JobDetail:
     try:
         await retry_job(
             session,

@@ -55,7 +55,7 @@ async def preview(
     "/v1/formatives/{formative_id}/passback",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SendAnswer,
-    responses=problem_responses(401, 403, 409, 422),
+    responses=problem_responses(400, 401, 403, 409, 422),
     summary="Send grades to Canvas",
     description="Queues one job per selected student who can be sent (the rest are listed in "
     "`skipped` with a reason) and records the batch with who sent it. Overrides change only "
@@ -112,7 +112,7 @@ TeacherOrAdmin = Annotated[TeacherActor, Depends(_teacher_or_admin)]
 @router.get(
     "/v1/passback/batches/{batch_id}",
     response_model=BatchOut,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Follow a batch",
     description="Counts by status and each student's outcome: the failure or skip reason code, "
     "what the teacher should know, and the platform's own message. A teacher sees only "

@@ -125,11 +125,6 @@ async def test_a_nul_character_is_a_client_error_not_a_database_outage(
         assert_client_error(response)
 
 
-@pytest.mark.known_bug(
-    "app/api/jobs.py: a job id beyond the database's 64-bit range reaches the query "
-    "(PostgreSQL: asyncpg DataError → 503 database_unavailable; SQLite: OverflowError → 500). "
-    "Bound the path parameter (1 ≤ job_id < 2**63) or answer DataError with 404/422."
-)
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_a_job_id_beyond_64_bits_is_not_found(client: httpx.AsyncClient, method: str) -> None:
     path = f"/v1/passback/jobs/{BEYOND_64_BITS}" + ("/retry" if method == "POST" else "")
