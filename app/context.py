@@ -7,6 +7,7 @@ no module-level state.
 from __future__ import annotations
 
 import socket
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,13 +25,21 @@ from app.lti.tokens import TokenCache
 from app.metrics import Metrics
 from app.store.db import create_engine, create_session_factory
 
+AGS_HTTP_CLIENTS = 16
+AGS_CONNECTIONS_PER_CLIENT = 16
+
 
 def new_instance_id() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
-def outbound_http_client(settings: Settings, *, max_connections: int = 200) -> httpx.AsyncClient:
-    """The one client for calls to platforms: explicit timeouts and connection limits."""
+def outbound_http_client(
+    settings: Settings, *, max_connections: int = 200, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
+    """The one client for calls to platforms: explicit timeouts and connection limits.
+
+    Pass `verify` (an SSL context) to share one certificate store between clients.
+    """
     timeout = httpx.Timeout(
         connect=settings.http_connect_timeout,
         read=settings.http_read_timeout,
@@ -39,7 +48,11 @@ def outbound_http_client(settings: Settings, *, max_connections: int = 200) -> h
     )
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
     return httpx.AsyncClient(
-        timeout=timeout, limits=limits, follow_redirects=False, headers={"User-Agent": "passback"}
+        timeout=timeout,
+        limits=limits,
+        follow_redirects=False,
+        headers={"User-Agent": "passback"},
+        verify=verify,
     )
 
 
@@ -59,6 +72,9 @@ class AppContext:
     """Rung after a job is enqueued, so this instance's workers start at once."""
     tokens: TokenCache = field(init=False)
     """Access tokens per (platform, scope set), shared by every delivery and preview."""
+    ags_http: tuple[httpx.AsyncClient, ...] = field(init=False)
+    """Clients for AGS calls: several small pools instead of one big one, because httpx scans
+    every connection of a pool for each request (quadratic in the pool's size)."""
     ags: AgsClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,8 +82,15 @@ class AppContext:
         self.tokens = TokenCache(
             self.http, self.keyring, insecure_hosts=insecure_hosts, clock=self.clock
         )
+        certificates = httpx.create_ssl_context()  # loaded once, shared by the clients
+        self.ags_http = tuple(
+            outbound_http_client(
+                self.settings, max_connections=AGS_CONNECTIONS_PER_CLIENT, verify=certificates
+            )
+            for _ in range(AGS_HTTP_CLIENTS)
+        )
         self.ags = AgsClient(
-            self.http, self.tokens, insecure_hosts=insecure_hosts, clock=self.clock
+            self.ags_http, self.tokens, insecure_hosts=insecure_hosts, clock=self.clock
         )
 
     @classmethod
@@ -86,5 +109,7 @@ class AppContext:
         )
 
     async def close(self) -> None:
+        for client in self.ags_http:
+            await client.aclose()
         await self.http.aclose()
         await self.engine.dispose()

@@ -15,7 +15,7 @@ from decimal import Decimal
 from app.clock import Clock
 from app.delivery.policy import DeliveryPolicy
 from app.grading.score import GradeMode, GradeSpec, ScoreToSend, score_to_send
-from app.lti.ags import AgsClient, AgsError, Exchange, LineItem, Score
+from app.lti.ags import UNGATED, AgsClient, AgsError, Exchange, LineItem, RequestGate, Score
 from app.lti.outcomes import Action, FailureCode, Outcome
 from app.lti.tokens import Registration
 from app.store.jobs import AttemptRecord, JobFinish
@@ -36,11 +36,13 @@ class SharedReads:
         self._ags = ags
         self._reading: dict[tuple[str, str], asyncio.Task[LineItem]] = {}
 
-    async def read(self, platform: Registration, lineitem_url: str) -> LineItem:
+    async def read(
+        self, platform: Registration, lineitem_url: str, gate: RequestGate = UNGATED
+    ) -> LineItem:
         key = (platform.id, lineitem_url)
         task = self._reading.get(key)
         if task is None:
-            task = asyncio.create_task(self._ags.read_line_item(platform, lineitem_url))
+            task = asyncio.create_task(self._ags.read_line_item(platform, lineitem_url, gate=gate))
             self._reading[key] = task
             task.add_done_callback(lambda done: self._forget(key, done))
         return await asyncio.shield(task)
@@ -58,7 +60,7 @@ class Progress:
 
     posting: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
-    """Every answer seen, for the lane's rate control."""
+    """Every answer of this job's own requests (for the engine's counters)."""
 
 
 def grade_spec(job: PassbackJob) -> GradeSpec:
@@ -106,6 +108,7 @@ class Attempt:
         reads: SharedReads,
         clock: Clock,
         policy: DeliveryPolicy,
+        gate: RequestGate = UNGATED,
     ) -> None:
         self.job = job
         self.platform = platform
@@ -115,6 +118,7 @@ class Attempt:
         self._reads = reads
         self._clock = clock
         self._policy = policy
+        self._gate = gate
         self._records: list[AttemptRecord] = []
         self._new_submission = job.new_submission and not job.maybe_delivered
         self._maybe_delivered = job.maybe_delivered
@@ -135,7 +139,7 @@ class Attempt:
         if now >= job.deadline_at:
             return self._finish(self._gave_up(job.platform_message))
         try:
-            line_item = await self._reads.read(platform, job.lineitem_url)
+            line_item = await self._reads.read(platform, job.lineitem_url, self._gate)
         except AgsError as error:
             return self._finish(self._after_failed_call(error))
         self._points = line_item.points if line_item.points is not None else ZERO
@@ -171,6 +175,7 @@ class Attempt:
                     self.job.lineitem_url,
                     score,
                     after_unknown=self._maybe_delivered,
+                    gate=self._gate,
                 )
             except AgsError as error:
                 self.progress.posting = False

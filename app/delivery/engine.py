@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.delivery.attempt import RELEASED, Attempt, SharedReads
-from app.delivery.lanes import Lane
+from app.delivery.lanes import Lane, Slots
 from app.delivery.policy import DeliveryPolicy
 from app.store import jobs as store
 from app.store.db import transaction
@@ -83,6 +83,7 @@ class DeliveryEngine:
         self.owner = owner or owner_id(context.instance_id)
         self.stats = EngineStats()
         self._lanes: dict[str, Lane] = {}
+        self._shared = Slots(self.policy.concurrency)
         self._platforms: dict[str, _CachedPlatform] = {}
         self._attempts: dict[asyncio.Task[None], Attempt] = {}
         self._results: list[store.JobFinish] = []
@@ -186,7 +187,7 @@ class DeliveryEngine:
     # --- claiming -----------------------------------------------------------------------------
 
     def _saturated(self) -> bool:
-        return len(self._attempts) >= self.policy.concurrency
+        return len(self._attempts) >= self.policy.max_jobs
 
     def _wake_lanes(self) -> None:
         for lane in self._lanes.values():
@@ -198,18 +199,19 @@ class DeliveryEngine:
         loop_now = time.monotonic()
         if discover or loop_now - self._discovered_at >= self.policy.poll_interval:
             await self._discover()
-        free = self.policy.concurrency - len(self._attempts)
+        free = self.policy.max_jobs - len(self._attempts)
         if free <= 0:
             return 0
         wanted: list[tuple[Lane, int]] = []
         # Least busy lanes first, so a lane with a backlog cannot crowd out the others.
-        for lane in sorted(self._lanes.values(), key=lambda lane: lane.in_flight):
-            if lane.dry or lane.free == 0:
+        for lane in sorted(self._lanes.values(), key=lambda lane: lane.jobs):
+            room = lane.free_jobs
+            if lane.dry or room == 0:
                 continue
             # Wait for a useful batch unless the lane is idle: fewer, larger claims.
-            if lane.in_flight and lane.free < max(1, int(lane.limit) // 8):
+            if lane.jobs and room < max(1, (lane.jobs + room) // 8):
                 continue
-            count = min(lane.free, free, self.policy.claim_batch)
+            count = min(room, free, self.policy.claim_batch)
             wanted.append((lane, count))
             free -= count
             if free <= 0:
@@ -228,7 +230,7 @@ class DeliveryEngine:
         for platform_id in platform_ids:
             lane = self._lanes.get(platform_id)
             if lane is None:
-                self._lanes[platform_id] = Lane(platform_id, self.policy.lanes)
+                self._lanes[platform_id] = Lane(platform_id, self.policy.lanes, self._shared)
             else:
                 lane.dry = False
         self.stats.claim_queries += 1
@@ -283,14 +285,14 @@ class DeliveryEngine:
             reads=self._reads,
             clock=self._context.clock,
             policy=self.policy,
+            gate=lane,
         )
-        lane.in_flight += 1
+        lane.jobs += 1
         self.stats.claimed += 1
         task = asyncio.create_task(self._attempt(attempt, lane), name=f"job-{job.id}")
         self._attempts[task] = attempt
 
     async def _attempt(self, attempt: Attempt, lane: Lane) -> None:
-        started = time.monotonic()
         try:
             finish = await attempt.run()
         except asyncio.CancelledError:
@@ -301,13 +303,10 @@ class DeliveryEngine:
             tries = attempt.job.attempt_count + 1
             finish = attempt.released(delay=self.policy.backoff(tries), code="crashed")
         finally:
-            lane.in_flight -= 1
+            lane.jobs -= 1
             self._attempts.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._changed.set()
-        ended = time.monotonic()
-        lane.record_latency(ended - started)
         for outcome in attempt.progress.outcomes:
-            lane.observe(outcome, ended)
             self.stats.requests += 1
             self.stats.throttled += outcome.throttled
         self._record(finish)

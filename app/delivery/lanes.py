@@ -1,67 +1,178 @@
-"""One lane per platform registration: how many of its deliveries may run at once.
+"""One lane per platform registration: how many requests to it may be in flight at once.
 
-All courses of one Canvas developer key share one rate bucket, so the limit is per
-registration, and each lane adapts on its own: one Canvas's burst or outage does not hold up
+All courses of one Canvas developer key share one rate bucket, and Canvas charges that bucket
+for every request in flight. So a lane limits *requests* (each score post and each line item
+read takes a slot for its duration) and adapts the limit to the platform's answers (see
+`LanePolicy`). Each lane adapts on its own, so one Canvas's burst or outage does not hold up
 another's deliveries.
+
+The engine keeps up to `JOBS_PER_SLOT` jobs per slot under way, so slots stay busy while jobs
+wait for a shared line item read or for the database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from app.delivery.policy import LanePolicy
 from app.lti.outcomes import Action, Outcome, RetryCode
 
 _STRUGGLING = frozenset({RetryCode.platform_error, RetryCode.timeout, RetryCode.connection_error})
 LATENCY_SMOOTHING = 0.2
+JOBS_PER_SLOT = 4
+
+
+class Slots:
+    """A semaphore whose size may change while it is held (asyncio, one loop)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.taken = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self) -> None:
+        while self.taken >= self.size:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                else:
+                    self.wake()  # pass on the wake-up this waiter received
+                raise
+        self.taken += 1
+
+    def release(self) -> None:
+        self.taken -= 1
+        self.wake()
+
+    def resize(self, size: int) -> None:
+        self.size = size
+        self.wake()
+
+    def wake(self) -> None:
+        free = self.size - self.taken
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
 
 
 class Lane:
-    """Additive increase, multiplicative decrease, driven by the platform's answers."""
+    """A platform's request slots (adaptive) and its jobs under way.
 
-    def __init__(self, platform_id: str, policy: LanePolicy) -> None:
+    A request takes one of the lane's slots, then one of the engine's `shared` slots (the
+    instance-wide cap on requests in flight, `worker_concurrency`).
+    """
+
+    def __init__(self, platform_id: str, policy: LanePolicy, shared: Slots) -> None:
         self.platform_id = platform_id
         self.policy = policy
         self.limit = min(max(policy.initial_limit, policy.min_limit), policy.max_limit)
-        self.in_flight = 0
+        self.jobs = 0
+        """Jobs of this platform under way in the engine."""
         self.dry = False
         """The last claim found less than it asked for; look again after a change."""
-        self.slow_start = True
         self.latency = 0.1
-        """Smoothed seconds per delivery: the window between two decreases."""
+        """Smoothed seconds per request: the window between two decreases."""
+        self.slow_start = True
+        """Grow by a request per answer until the first sign of pressure."""
+        self._slots = Slots(self.slots)
+        self._shared = shared
         self._last_decrease = -math.inf
+        self._paused_until = -math.inf
 
     @property
-    def free(self) -> int:
-        return max(0, math.floor(self.limit) - self.in_flight)
+    def slots(self) -> int:
+        return max(1, math.floor(self.limit))
 
-    def record_latency(self, seconds: float) -> None:
-        self.latency += LATENCY_SMOOTHING * (seconds - self.latency)
+    @property
+    def requests(self) -> int:
+        """Requests to this platform in flight (or about to be)."""
+        return self._slots.taken
 
-    def observe(self, outcome: Outcome, now: float) -> None:
-        """Adjust the limit from one answer; `now` is monotonic seconds."""
+    @property
+    def waiting(self) -> int:
+        return self._slots.waiting
+
+    @property
+    def free_jobs(self) -> int:
+        """How many more jobs the lane can take on now."""
+        return max(0, self.slots * JOBS_PER_SLOT - self.jobs)
+
+    # --- the gate (app.lti.ags.RequestGate) ---------------------------------------------------
+
+    def slot(self) -> AbstractAsyncContextManager[None]:
+        return self._slot()
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        pause = self._paused_until - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        await self._slots.acquire()
+        try:
+            await self._shared.acquire()
+        except BaseException:
+            self._slots.release()
+            raise
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._shared.release()
+            self._slots.release()
+            self.latency += LATENCY_SMOOTHING * (time.monotonic() - started - self.latency)
+
+    def observe(self, outcome: Outcome) -> None:
+        """Adjust the limit from one answer (called while the answered request holds its slot)."""
         policy = self.policy
-        if outcome.throttled:
-            self._decrease(policy.throttle_decrease, now)
-            return
-        if outcome.action is Action.retry and outcome.code in _STRUGGLING:
-            self._decrease(policy.decrease, now)
-            return
-        if outcome.http_status is None:
-            return
+        now = time.monotonic()
         remaining = outcome.rate_limit_remaining
-        if remaining is not None and remaining < policy.low_remaining:
+        if outcome.throttled:
+            # Refusals come back at once; without a pause every waiting request would be
+            # sent into the full bucket and refused in turn.
+            self._paused_until = max(self._paused_until, now + self.latency)
+            self._decrease(policy.throttle_decrease, now)
+        elif outcome.action is Action.retry and outcome.code in _STRUGGLING:
             self._decrease(policy.decrease, now)
-        elif remaining is None or remaining >= policy.ample_remaining:
-            self._grow(1.0 if self.slow_start else 1.0 / self.limit)
-        elif remaining >= policy.healthy_remaining:
+        elif outcome.http_status is None:
+            pass
+        elif remaining is not None and remaining < policy.low_remaining:
+            self._give_back(now)
+        elif remaining is not None and remaining < policy.ample_remaining:
             self.slow_start = False
-            self._grow(1.0 / self.limit)
-        else:
-            self.slow_start = False
+            if remaining >= policy.healthy_remaining and self._busy():
+                self.limit = min(policy.max_limit, self.limit + 1.0 / self.limit)
+        elif self._busy():
+            step = 1.0 if self.slow_start else 1.0 / self.limit
+            self.limit = min(policy.max_limit, self.limit + step)
+        self._slots.resize(self.slots)
 
-    def _grow(self, step: float) -> None:
-        self.limit = min(self.policy.max_limit, self.limit + step)
+    def _busy(self) -> bool:
+        """Every slot is taken: the limit, not the supply of work, holds deliveries back."""
+        return self.requests >= self.slots
+
+    def _give_back(self, now: float) -> None:
+        """One request fewer, at most once per round trip: an early warning, not a refusal."""
+        self.slow_start = False
+        if now - self._last_decrease < self.latency:
+            return
+        self._last_decrease = now
+        self.limit = max(self.policy.min_limit, self.limit - 1.0)
+        self._slots.resize(self.slots)
 
     def _decrease(self, factor: float, now: float) -> None:
         """At most once per round trip: one congestion event, one cut."""
@@ -70,3 +181,4 @@ class Lane:
             return
         self._last_decrease = now
         self.limit = max(self.policy.min_limit, self.limit * factor)
+        self._slots.resize(self.slots)

@@ -14,26 +14,31 @@ from tenacity.wait import wait_base
 
 from app.config import Settings
 
+JOBS_PER_REQUEST = 2
+
 
 @dataclass(frozen=True)
 class LanePolicy:
-    """Per-platform concurrency (AIMD on Canvas's throttle signals).
+    """Requests in flight per platform (AIMD on Canvas's throttle signals).
 
-    Canvas reserves `up_front` units of a developer key's bucket per request in flight and
-    refuses requests once the bucket reaches its high-water mark; `X-Rate-Limit-Remaining` is
-    the distance to that mark. A lane grows while the distance stays healthy, holds when it
-    narrows, and shrinks when it gets low, on 403 throttling, on 429, and on 5xx/timeouts.
+    Canvas reserves 50 units of a developer key's bucket for each request in flight and
+    refuses requests once the bucket reaches its high-water mark (600);
+    `X-Rate-Limit-Remaining` is the distance to that mark, so 50 remaining is room for one
+    more request. While its slots are all busy, a lane grows fast with ample room and by one
+    request per round trip with room for three; it holds with room for two, and gives one
+    request back per round trip with less (the answer may lag what is in flight). It halves
+    on 403 throttling and 429, and shrinks by `decrease` on 5xx and timeouts.
     """
 
     initial_limit: float = 4.0
     min_limit: float = 1.0
     max_limit: float = 64.0
     ample_remaining: float = 300.0
-    """At or above: grow by one per answer (slow start, until the first sign of pressure)."""
+    """At or above: one more request per answer (also when a platform sends no header)."""
     healthy_remaining: float = 150.0
-    """At or above: grow by one per window of answers (additive increase)."""
-    low_remaining: float = 75.0
-    """Below: shrink."""
+    """At or above: one more request per round trip (additive increase)."""
+    low_remaining: float = 100.0
+    """Below: one request fewer per round trip."""
     decrease: float = 0.75
     throttle_decrease: float = 0.5
 
@@ -49,7 +54,9 @@ def _equal_jitter(first: float, maximum: float) -> wait_base:
 @dataclass(frozen=True)
 class DeliveryPolicy:
     concurrency: int = 64
-    """Deliveries in progress at once in this engine, all platforms together."""
+    """Requests to platforms in flight at once from this engine, all platforms together.
+    Up to `JOBS_PER_REQUEST` times as many jobs are under way, so that requests never wait
+    for the database or for a line item read another job is making."""
     poll_interval: float = 0.5
     """Seconds between looks for work when nothing rings the doorbell."""
     lease: timedelta = timedelta(seconds=120)
@@ -65,6 +72,10 @@ class DeliveryPolicy:
     throttle_backoff_first: float = 1.0
     throttle_backoff_max: float = 30.0
     lanes: LanePolicy = field(default_factory=LanePolicy)
+
+    @property
+    def max_jobs(self) -> int:
+        return self.concurrency * JOBS_PER_REQUEST
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> DeliveryPolicy:

@@ -8,13 +8,15 @@ score posts are not — each post is an attempt the delivery engine records and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -158,6 +160,28 @@ def parse_link_header(value: str | None) -> dict[str, str]:
 # --- The client -------------------------------------------------------------------------------
 
 
+class RequestGate(Protocol):
+    """Paces requests to one platform: a slot per request in flight, told each answer.
+
+    The delivery engine passes its per-platform lane; other callers send ungated.
+    """
+
+    def slot(self) -> AbstractAsyncContextManager[None]: ...
+
+    def observe(self, outcome: Outcome) -> None: ...
+
+
+class _Ungated:
+    def slot(self) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
+
+    def observe(self, outcome: Outcome) -> None:
+        return None
+
+
+UNGATED: RequestGate = _Ungated()
+
+
 def _is_quickly_retryable(error: BaseException) -> bool:
     return (
         isinstance(error, AgsError)
@@ -172,14 +196,18 @@ class AgsClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Sequence[httpx.AsyncClient],
         tokens: TokenCache,
         *,
         insecure_hosts: Iterable[str] = (),
         clock: Clock = utc_now,
         retry: RequestRetry | None = None,
     ) -> None:
-        self._http = http
+        clients = (http,) if isinstance(http, httpx.AsyncClient) else tuple(http)
+        if not clients:
+            raise ValueError("AgsClient needs at least one HTTP client")
+        # Requests go round the clients, so each pool stays small (see AppContext.ags_http).
+        self._clients = itertools.cycle(clients)
         self._tokens = tokens
         self._insecure_hosts = tuple(insecure_hosts)
         self._clock = clock
@@ -195,13 +223,14 @@ class AgsClient:
         lineitem_url: str,
         *,
         scopes: Sequence[str] = DELIVERY_SCOPES,
+        gate: RequestGate = UNGATED,
     ) -> LineItem:
         """Read one line item; raises AgsError (code `assignment_not_linked` when it is gone)."""
         exchanges: list[Exchange] = []
 
         async def read_once() -> LineItem:
             made = await self._exchange(
-                registration, scopes, "GET", lineitem_url, accept=MEDIA_LINEITEM
+                registration, scopes, "GET", lineitem_url, accept=MEDIA_LINEITEM, gate=gate
             )
             exchanges.extend(exchange for exchange, _ in made)
             final, response = made[-1]
@@ -226,6 +255,7 @@ class AgsClient:
         lineitems_url: str,
         *,
         scopes: Sequence[str] = DELIVERY_SCOPES,
+        gate: RequestGate = UNGATED,
     ) -> list[LineItem]:
         """Every line item of a container, following `Link: rel=next` pages."""
         items: list[LineItem] = []
@@ -234,7 +264,7 @@ class AgsClient:
         while url is not None and url not in seen and len(seen) < MAX_PAGES:
             seen.add(url)
             made = await self._exchange(
-                registration, scopes, "GET", url, accept=MEDIA_LINEITEM_CONTAINER
+                registration, scopes, "GET", url, accept=MEDIA_LINEITEM_CONTAINER, gate=gate
             )
             final, response = made[-1]
             if final.outcome.action is not Action.delivered or response is None:
@@ -251,6 +281,7 @@ class AgsClient:
         *,
         scopes: Sequence[str] = DELIVERY_SCOPES,
         after_unknown: bool = False,
+        gate: RequestGate = UNGATED,
     ) -> list[Exchange]:
         """POST the score to `{lineitem}/scores`; every exchange made, the last one decisive.
 
@@ -266,6 +297,7 @@ class AgsClient:
             content=content,
             content_type=MEDIA_SCORE,
             after_unknown=after_unknown,
+            gate=gate,
         )
         return [exchange for exchange, _ in made]
 
@@ -280,6 +312,7 @@ class AgsClient:
         content: bytes | None = None,
         content_type: str | None = None,
         after_unknown: bool = False,
+        gate: RequestGate = UNGATED,
     ) -> list[tuple[Exchange, httpx.Response | None]]:
         """Send with a token; on a generic 401, once more with a fresh token."""
         try:
@@ -294,19 +327,23 @@ class AgsClient:
             headers = {"Authorization": f"Bearer {token.value}", "Accept": accept}
             if content_type is not None:
                 headers["Content-Type"] = content_type
-            started_at = self._clock()
             response: httpx.Response | None = None
-            try:
-                response = await self._http.request(method, url, content=content, headers=headers)
-            except httpx.HTTPError as exc:
-                outcome = classify_transport_error(exc, request_sent=content is not None)
-            else:
-                outcome = classify_ags_answer(
-                    response.status_code,
-                    response.headers,
-                    response.text,
-                    after_unknown=after_unknown,
-                )
+            async with gate.slot():
+                started_at = self._clock()
+                try:
+                    response = await next(self._clients).request(
+                        method, url, content=content, headers=headers
+                    )
+                except httpx.HTTPError as exc:
+                    outcome = classify_transport_error(exc, request_sent=content is not None)
+                else:
+                    outcome = classify_ags_answer(
+                        response.status_code,
+                        response.headers,
+                        response.text,
+                        after_unknown=after_unknown,
+                    )
+                gate.observe(outcome)
             if outcome.action is Action.refresh_token:
                 if resend:
                     outcome = failure(

@@ -63,7 +63,7 @@ def build_context(settings: Settings, clock: TestClock) -> AppContext:
         retry=QUICK_RETRY,
     )
     context.ags = AgsClient(
-        context.http,
+        context.ags_http,
         context.tokens,
         insecure_hosts=settings.insecure_hosts,
         clock=clock,
