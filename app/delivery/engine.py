@@ -1,10 +1,10 @@
 """The delivery engine: claims due jobs, runs their attempts, writes the results.
 
 One loop claims work lane by lane (one lane per platform registration, each with its own
-adaptive limit) while a global limit caps deliveries in progress. Claims are batched, results
-are written in batches by a writer task, and leases are renewed while attempts run; any
-instance returns the jobs of a worker whose leases ran out. Stopping lets running attempts
-finish for a grace period, then releases the rest.
+adaptive limit on requests in flight) while an instance-wide limit caps all requests in
+flight. Claims are batched, results are written in batches by a writer task, and leases are
+renewed while attempts run; any instance returns the jobs of a worker whose leases ran out.
+Stopping lets running attempts finish for a grace period, then releases the rest.
 
     engine = DeliveryEngine(context)
     await engine.start()        # in a lifespan; `await engine.stop()` on the way out
@@ -40,6 +40,7 @@ log = logging.getLogger("passback.delivery")
 OWNER_LENGTH = 64
 CLAIM_CONFLICT_RETRIES = 3
 WRITE_RETRY_SECONDS = 1.0
+FINAL_WRITE_SECONDS = 30.0
 
 
 @dataclass
@@ -369,7 +370,13 @@ class DeliveryEngine:
             self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.owner}")
 
     async def _stop_writer(self) -> None:
-        await self._flush_written()
+        try:
+            async with asyncio.timeout(self._grace + FINAL_WRITE_SECONDS):
+                await self._flush_written()
+        except TimeoutError:
+            # The database is away: these jobs stay in flight until their leases run out,
+            # then any instance delivers them again (same timestamp, no new submission).
+            log.error("could not record %d delivery results before stopping", len(self._results))
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()

@@ -1,0 +1,142 @@
+"""Per-platform pacing: how a lane's request limit follows Canvas's answers, and backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.delivery.lanes import Lane, Slots
+from app.delivery.policy import DeliveryPolicy, LanePolicy
+from app.lti.outcomes import Action, Outcome, RetryCode
+
+DELIVERED = Outcome(Action.delivered, "delivered", http_status=200)
+THROTTLED = Outcome(Action.retry, RetryCode.throttled, http_status=403, throttled=True)
+
+
+def answered(remaining: float | None) -> Outcome:
+    return Outcome(Action.delivered, "delivered", http_status=200, rate_limit_remaining=remaining)
+
+
+class Requests:
+    """Requests in flight through a lane, each waiting for its answer until released."""
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+        self.answer = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, count: int) -> None:
+        async def request() -> None:
+            async with self.lane.slot():
+                await self.answer.wait()
+
+        self.tasks += [asyncio.create_task(request()) for _ in range(count)]
+        await asyncio.sleep(0)
+
+    async def finish(self) -> None:
+        self.answer.set()
+        await asyncio.gather(*self.tasks)
+
+
+async def test_a_busy_lane_grows_fast_while_canvas_has_ample_room() -> None:
+    lane = Lane("p", LanePolicy(initial_limit=4), Slots(64))
+    requests = Requests(lane)
+    await requests.start(4)  # every slot taken: the limit holds work back
+    lane.observe(answered(500))
+    assert lane.limit == 5
+    await requests.start(1)
+    lane.observe(answered(500))
+    assert lane.limit == 6
+    await requests.finish()
+
+
+async def test_a_lane_that_is_not_busy_does_not_grow() -> None:
+    lane = Lane("p", LanePolicy(initial_limit=4), Slots(64))
+    lane.observe(answered(500))
+    lane.observe(DELIVERED)
+    assert lane.limit == 4
+
+
+async def test_near_the_high_water_mark_a_lane_grows_slowly_holds_then_gives_back() -> None:
+    lane = Lane("p", LanePolicy(initial_limit=10), Slots(64))
+    requests = Requests(lane)
+    await requests.start(10)
+    lane.observe(answered(200))  # room for four: one request per round trip
+    assert lane.limit == pytest.approx(10.1)
+    assert not lane.slow_start
+    lane.observe(answered(120))  # room for two: hold
+    assert lane.limit == pytest.approx(10.1)
+    lane.observe(answered(40))  # less than one request of room: one fewer
+    assert lane.limit == pytest.approx(9.1)
+    lane.observe(answered(-20))  # again within the same round trip: no second cut
+    assert lane.limit == pytest.approx(9.1)
+    await requests.finish()
+
+
+async def test_throttling_halves_the_lane_and_pauses_it_briefly() -> None:
+    lane = Lane("p", LanePolicy(initial_limit=12), Slots(64))
+    lane.observe(THROTTLED)
+    lane.observe(THROTTLED)  # the same storm: one cut
+    assert lane.limit == 6
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with lane.slot():
+        pass
+    assert loop.time() - started >= lane.latency * 0.5  # waited out the pause
+
+
+async def test_server_errors_and_timeouts_shrink_the_lane() -> None:
+    lane = Lane("p", LanePolicy(initial_limit=8), Slots(64))
+    lane.observe(Outcome(Action.retry, RetryCode.timeout))
+    assert lane.limit == 6
+
+
+async def test_requests_beyond_the_limit_wait_for_a_slot() -> None:
+    lane = Lane("p", LanePolicy(initial_limit=2), Slots(64))
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def request(name: str) -> None:
+        async with lane.slot():
+            order.append(name)
+            await gate.wait()
+
+    tasks = [asyncio.create_task(request(name)) for name in "abc"]
+    await asyncio.sleep(0.01)
+    assert order == ["a", "b"] and lane.waiting == 1
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order == ["a", "b", "c"] and lane.requests == 0
+
+
+async def test_the_instance_cap_is_shared_by_all_lanes() -> None:
+    shared = Slots(1)
+    first = Lane("p1", LanePolicy(initial_limit=4), shared)
+    second = Lane("p2", LanePolicy(initial_limit=4), shared)
+    inside = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def hold() -> None:
+        async with first.slot():
+            inside.set()
+            await leave.wait()
+
+    holder = asyncio.create_task(hold())
+    await inside.wait()
+    waiting = asyncio.create_task(second.slot().__aenter__())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    leave.set()
+    await holder
+    await waiting
+    assert shared.taken == 1
+
+
+@pytest.mark.parametrize("tries", [1, 2, 5, 12])
+def test_backoff_is_exponential_with_jitter_and_capped(tries: int) -> None:
+    policy = DeliveryPolicy(backoff_first=2.0, backoff_max=60.0)
+    full = min(2.0 * 2 ** (tries - 1), 60.0)
+    delays = {policy.backoff(tries) for _ in range(50)}
+    assert all(full / 2 <= delay <= full for delay in delays)
+    assert len(delays) > 1  # jittered
