@@ -7,6 +7,7 @@
 (() => {
   const TOKEN_KEY = "passback.teacherToken";
   const POLL_MS = 1000;
+  const FOLLOW_MS = 120000; // then stop polling: the service keeps retrying on its own
   const app = document.getElementById("app");
   const formativeId = app.dataset.formativeId;
   const form = document.getElementById("passback-form");
@@ -375,17 +376,25 @@
     state.following = true;
     updateCount();
     say(`Sending ${request.select.student_ids.length} grades to Canvas…`);
+    let answer;
     try {
-      const answer = await api("POST", `/v1/formatives/${encodeURIComponent(formativeId)}/passback`, request, {
+      answer = await api("POST", `/v1/formatives/${encodeURIComponent(formativeId)}/passback`, request, {
         "Idempotency-Key": newKey(),
       });
-      state.live = new Map();
-      for (const job of answer.jobs) state.live.set(job.student_id, { student_id: job.student_id, status: "pending" });
-      for (const skip of answer.skipped) state.live.set(skip.student_id, { ...skip, status: "skipped" });
-      render();
-      await follow(answer.batch_id);
     } catch (error) {
       say(`Nothing was sent: ${error.message}`, true);
+      state.following = false;
+      updateCount();
+      return;
+    }
+    state.live = new Map();
+    for (const job of answer.jobs) state.live.set(job.student_id, { student_id: job.student_id, status: "pending" });
+    for (const skip of answer.skipped) state.live.set(skip.student_id, { ...skip, status: "skipped" });
+    render();
+    try {
+      await follow(answer.batch_id);
+    } catch (error) {
+      say(`The grades were queued for Canvas, but their status could not be read: ${error.message}`, true);
     } finally {
       state.following = false;
       updateCount();
@@ -393,6 +402,7 @@
   });
 
   async function follow(batchId) {
+    const until = Date.now() + FOLLOW_MS;
     for (;;) {
       const batch = await api("GET", `/v1/passback/batches/${encodeURIComponent(batchId)}`);
       for (const student of batch.students) state.live.set(student.student_id, student);
@@ -406,7 +416,13 @@
         say(`Done: ${parts.join(", ")}.`, c.failed > 0);
         return;
       }
-      say(`Sending… ${parts.join(", ")}, ${c.pending + c.in_flight} still on their way.`);
+      const waiting = c.pending + c.in_flight;
+      if (Date.now() > until) {
+        say(`${parts.join(", ")}; ${waiting} still on their way. Canvas is slow to accept them; ` +
+          "they keep being retried. Reload this page later to see where they stand.");
+        return;
+      }
+      say(`Sending… ${parts.join(", ")}, ${waiting} still on their way.`);
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
   }
