@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -141,6 +141,21 @@ async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, code, detail, headers=headers)
 
 
+def _sqlstate(exc: Exception) -> str | None:
+    original = getattr(exc, "orig", None)
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return str(state) if state else None
+
+
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL data exceptions (SQLSTATE class 22: NUL bytes, out-of-range numbers) come
+    from the request's values, not from an outage."""
+    state = _sqlstate(exc)
+    if state is not None and state.startswith("22"):
+        return await _on_bad_value(request, exc)
+    return await _on_database_down(request, exc)
+
+
 async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning(
         "database unavailable", extra={"path": request.url.path, "error": type(exc).__name__}
@@ -156,6 +171,15 @@ async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
 async def _on_conflict(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(
         409, "conflict", "The request conflicts with a record written at the same time; retry."
+    )
+
+
+async def _on_bad_value(_request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(
+        422,
+        "invalid_value",
+        "A value in the request cannot be stored (for example a NUL character or an "
+        "out-of-range number).",
     )
 
 
@@ -175,6 +199,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         ConnectionError,
         TimeoutError,
     ):
-        app.add_exception_handler(database_error, _on_database_down)
+        app.add_exception_handler(database_error, _on_database_error)
     app.add_exception_handler(IntegrityError, _on_conflict)
+    app.add_exception_handler(DataError, _on_bad_value)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -186,3 +186,11 @@ async def test_metrics_expose_queue_depth_in_prometheus_format(
     assert response.headers["content-type"].startswith("text/plain")
     assert 'passback_jobs{status="pending"} 0.0' in response.text
     assert "passback_oldest_pending_job_age_seconds 0.0" in response.text
+
+
+async def test_a_value_the_database_cannot_store_is_a_422_not_a_503(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/v1/platforms/bad%00id", headers=bearer(ADMIN_KEY))
+    assert response.status_code in (404, 422)
+    assert response.headers["content-type"] == "application/problem+json"
