@@ -68,19 +68,10 @@ def _operations() -> list[tuple[str, str]]:
     )
 
 
-NUL_503 = "NUL characters reach PostgreSQL and are answered 503 (test_hostile_input.py)"
-JOB_ID_503 = "job ids beyond 64 bits are answered 503 (test_hostile_input.py)"
 UNDOCUMENTED_400 = "400 for a body that is not JSON is not documented (test_hostile_input.py)"
-DEFAULT_422_DOC = "422 is documented as FastAPI's application/json (test_hostile_input.py)"
 KNOWN_FAILURES = {
-    ("POST", "/v1/submission-events", "positive"): NUL_503,
-    ("GET", "/v1/passback/jobs/{job_id}", "positive"): JOB_ID_503,
-    ("POST", "/v1/passback/jobs/{job_id}/retry", "positive"): JOB_ID_503,
-    ("GET", "/v1/passback/jobs/{job_id}", "negative"): DEFAULT_422_DOC,
-    ("POST", "/v1/passback/jobs/{job_id}/retry", "negative"): DEFAULT_422_DOC,
     ("POST", "/v1/platforms", "negative"): UNDOCUMENTED_400,
     ("PATCH", "/v1/platforms/{platform_id}", "negative"): UNDOCUMENTED_400,
-    ("POST", "/v1/formatives/{formative_id}/passback", "negative"): UNDOCUMENTED_400,
 }
 """Failures the generator meets today, each shown deterministically by a strict test in
 test_hostile_input.py. Not strict here: a generator may or may not meet them on a given run."""
