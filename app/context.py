@@ -80,7 +80,11 @@ class AppContext:
     def __post_init__(self) -> None:
         insecure_hosts = self.settings.insecure_hosts
         self.tokens = TokenCache(
-            self.http, self.keyring, insecure_hosts=insecure_hosts, clock=self.clock
+            self.http,
+            self.keyring,
+            insecure_hosts=insecure_hosts,
+            clock=self.clock,
+            metrics=self.metrics,
         )
         certificates = httpx.create_ssl_context()  # loaded once, shared by the clients
         self.ags_http = tuple(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.lti.outcomes import Action, Outcome
+
 DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400)
 
 
@@ -62,3 +64,39 @@ class Metrics:
             "Age of the oldest pending job (0 when none); alert when it grows.",
             registry=self.registry,
         )
+
+    # --- what instrumented code calls (one line at each place something happens) -----------
+
+    def event_decided(self, decision: str) -> None:
+        self.events.labels(decision=decision).inc()
+
+    def launch_recorded(self, outcome: str) -> None:
+        """`outcome`: `gradable`, `not_gradable`, or the refusal code."""
+        self.launches.labels(outcome=outcome).inc()
+
+    def platform_answered(self, outcome: Outcome) -> None:
+        """One answer to an AGS call, by class: ok, throttled, no_answer (network error or
+        timeout), or what it makes the engine do (retry, failed, superseded, …)."""
+        self.platform_responses.labels(outcome=answer_class(outcome)).inc()
+        if outcome.throttled:
+            self.throttle_events.inc()
+
+    def job_finished(self, status: str, code: str | None, seconds_since_created: float) -> None:
+        """A job reached a final status; a delivered one also records its end-to-end time."""
+        self.jobs_finished.labels(status=status, code=code or "").inc()
+        if status == "delivered":
+            self.delivery_seconds.observe(max(0.0, seconds_since_created))
+
+    def token_requested(self, result: str) -> None:
+        """`result`: `ok`, or the outcome code of a refused or failed token request."""
+        self.token_requests.labels(result=result).inc()
+
+
+def answer_class(outcome: Outcome) -> str:
+    if outcome.throttled:
+        return "throttled"
+    if outcome.http_status is None:
+        return "no_answer"
+    if outcome.action is Action.delivered:
+        return "ok"
+    return outcome.action.value

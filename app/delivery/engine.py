@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.delivery.attempt import RELEASED, Attempt, SharedReads
 from app.delivery.lanes import Lane, Slots
 from app.delivery.policy import DeliveryPolicy
+from app.logs import job_id_var
 from app.store import jobs as store
 from app.store.db import transaction
 from app.store.models import JobStatus, PassbackJob, Platform
@@ -294,6 +295,7 @@ class DeliveryEngine:
         self._attempts[task] = attempt
 
     async def _attempt(self, attempt: Attempt, lane: Lane) -> None:
+        job_id_var.set(attempt.job.id)  # this task's log lines name the job
         try:
             finish = await attempt.run()
         except asyncio.CancelledError:
@@ -307,9 +309,14 @@ class DeliveryEngine:
             lane.jobs -= 1
             self._attempts.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._changed.set()
+        metrics = self._context.metrics
         for outcome in attempt.progress.outcomes:
             self.stats.requests += 1
             self.stats.throttled += outcome.throttled
+            metrics.platform_answered(outcome)
+        if finish.is_final:
+            waited = (finish.at - attempt.job.created_at).total_seconds()
+            metrics.job_finished(finish.status.value, finish.outcome_code, waited)
         self._record(finish)
 
     def _record(self, finish: store.JobFinish) -> None:

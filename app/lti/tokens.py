@@ -39,6 +39,7 @@ from app.lti.outcomes import (
     invalid_answer,
 )
 from app.lti.urls import UnsafeUrlError, check_outbound_url
+from app.metrics import Metrics
 
 SCOPE_PREFIX = "https://purl.imsglobal.org/spec/lti-ags/scope/"
 SCOPE_LINEITEM_READONLY = SCOPE_PREFIX + "lineitem.readonly"
@@ -133,8 +134,10 @@ class TokenCache:
         insecure_hosts: Iterable[str] = (),
         clock: Clock = utc_now,
         retry: RequestRetry | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._http = http
+        self._metrics = metrics
         self._keyring = keyring
         self._insecure_hosts = tuple(insecure_hosts)
         self._clock = clock
@@ -187,13 +190,27 @@ class TokenCache:
         try:
             async for attempt in retrying:
                 with attempt:
-                    token = await self._request(registration, scopes)
+                    token = await self._counted_request(registration, scopes)
         except TokenError as error:
             if error.outcome.is_failure:
                 self._refusals[key] = _Refusal(error, self._clock() + REFUSAL_MEMORY)
             raise
         self._refusals.pop(key, None)
         self._tokens[key] = token
+        return token
+
+    async def _counted_request(
+        self, registration: Registration, scopes: tuple[str, ...]
+    ) -> AccessToken:
+        try:
+            token = await self._request(registration, scopes)
+        except TokenError as error:
+            sent = error.outcome.code != FailureCode.url_not_allowed
+            if self._metrics is not None and sent:
+                self._metrics.token_requested(error.outcome.code)
+            raise
+        if self._metrics is not None:
+            self._metrics.token_requested("ok")
         return token
 
     async def _request(self, registration: Registration, scopes: tuple[str, ...]) -> AccessToken:
