@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.problems import problem_response
 from app.logs import request_id_var
 
+log = logging.getLogger("passback.http")
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -36,12 +39,22 @@ class RequestContextMiddleware:
                 declared_length = int(value)
         token = request_id_var.set(request_id)
         header = (REQUEST_ID_HEADER, request_id.encode())
+        started = time.perf_counter()
+        answered: list[int] = []
         try:
             if declared_length is not None and declared_length > self.max_body_bytes:
                 await self._too_large(scope, receive, send, header)
                 return
-            await self.app(scope, self._limited(receive), self._tagged(send, header))
+            await self.app(scope, self._limited(receive), self._tagged(send, header, answered))
         finally:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    answered[0] if answered else "-",
+                    extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                )
             request_id_var.reset(token)
 
     def _limited(self, receive: Receive) -> Receive:
@@ -59,9 +72,10 @@ class RequestContextMiddleware:
         return limited_receive
 
     @staticmethod
-    def _tagged(send: Send, header: tuple[bytes, bytes]) -> Send:
+    def _tagged(send: Send, header: tuple[bytes, bytes], answered: list[int]) -> Send:
         async def tagged_send(message: Message) -> None:
             if message["type"] == "http.response.start":
+                answered.append(message["status"])
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 

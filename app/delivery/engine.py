@@ -66,6 +66,31 @@ class _CachedPlatform:
     read_at: float
 
 
+def _log_outcome(finish: store.JobFinish) -> None:
+    """One line per attempt, named by the job_id of the context: a failure is a warning, a
+    retry is news, a delivery is detail."""
+    if finish.status is JobStatus.failed:
+        level = logging.WARNING
+    else:
+        level = logging.DEBUG if finish.is_final else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    last = finish.attempts[-1] if finish.attempts else None
+    log.log(
+        level,
+        "job %s: %s",
+        finish.status.value,
+        finish.outcome_code or "-",
+        extra={
+            "status": finish.status.value,
+            "outcome_code": finish.outcome_code,
+            "http_status": last.http_status if last else None,
+            "platform_message": finish.platform_message,
+            "next_attempt_at": None if finish.is_final else finish.next_attempt_at.isoformat(),
+        },
+    )
+
+
 def owner_id(instance_id: str) -> str:
     """A lease owner unique to one engine, even when one instance runs several."""
     suffix = uuid.uuid4().hex[:8]
@@ -317,6 +342,7 @@ class DeliveryEngine:
         if finish.is_final:
             waited = (finish.at - attempt.job.created_at).total_seconds()
             metrics.job_finished(finish.status.value, finish.outcome_code, waited)
+        _log_outcome(finish)
         self._record(finish)
 
     def _record(self, finish: store.JobFinish) -> None:
