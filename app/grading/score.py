@@ -1,27 +1,43 @@
-"""Percent and Canvas-score arithmetic, in exact decimals.
+"""Percent and Canvas-score arithmetic, exact (SPEC §2.3).
 
 Canvas stores grade = scoreGiven × lineItemMax ÷ scoreMaximum. We always send
 scoreMaximum = the line item's current points, so the factor is 1 and the Canvas grade is
 exactly the scoreGiven we computed: percent × points, rounded half-up to the cent.
+
+The rounding is done on exact rationals, so a product that lands exactly on a half cent
+(1/3 of 0.015 points) rounds up as it should instead of falling a hair short.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 from enum import StrEnum
+from fractions import Fraction
 
 CENT = Decimal("0.01")
 HUNDRED = Decimal(100)
 ZERO = Decimal(0)
 ONE = Decimal(1)
-# Enough digits that a fraction's rounding error can never reach the cent of any real score.
-_EXACT = Context(prec=50, rounding=ROUND_HALF_UP)
+# Wide enough for any NUMERIC(30, 12) the store holds, so no step below rounds unasked.
+_EXACT = Context(prec=60, rounding=ROUND_HALF_UP)
 
 
 class GradeMode(StrEnum):
     grades = "grades"
     complete_incomplete = "complete_incomplete"
+
+
+def _to_cents(value: Fraction) -> Decimal:
+    """An exact rational, rounded half-up (away from zero) to hundredths."""
+    whole_cents = math.floor(abs(value) * 100 + Fraction(1, 2))
+    signed = -whole_cents if value < 0 else whole_cents
+    return _EXACT.divide(Decimal(signed), HUNDRED).quantize(CENT, context=_EXACT)
+
+
+def _ratio(score: Decimal, max_score: Decimal) -> Fraction:
+    return Fraction(0) if max_score == ZERO else Fraction(score) / Fraction(max_score)
 
 
 def fraction(score: Decimal, max_score: Decimal) -> Decimal:
@@ -32,13 +48,13 @@ def fraction(score: Decimal, max_score: Decimal) -> Decimal:
 
 
 def percent(score: Decimal, max_score: Decimal) -> Decimal:
-    """The percent a teacher reads (85.5 for 85.5%), rounded to hundredths."""
-    return (_EXACT.multiply(fraction(score, max_score), HUNDRED)).quantize(CENT, ROUND_HALF_UP)
+    """The percent a teacher reads (85.5 for 85.5%), rounded half-up to hundredths."""
+    return _to_cents(_ratio(score, max_score) * 100)
 
 
 def canvas_score(grade_fraction: Decimal, canvas_points: Decimal) -> Decimal:
     """The grade Canvas will show: fraction × points, to the cent."""
-    return _EXACT.multiply(grade_fraction, canvas_points).quantize(CENT, ROUND_HALF_UP)
+    return _to_cents(Fraction(grade_fraction) * Fraction(canvas_points))
 
 
 @dataclass(frozen=True)
@@ -65,15 +81,20 @@ class ScoreToSend:
     activity_progress: str
 
 
+def _exact_grade_fraction(spec: GradeSpec) -> Fraction:
+    if spec.override_percent is not None:
+        return Fraction(spec.override_percent) / 100
+    if spec.mode is GradeMode.complete_incomplete:
+        return Fraction(1) if spec.complete else Fraction(0)
+    if spec.score is None or spec.max_score is None:
+        return Fraction(0)
+    return _ratio(spec.score, spec.max_score)
+
+
 def grade_fraction(spec: GradeSpec) -> Decimal:
     """The fraction of the Canvas points the student earns (1 = 100%)."""
-    if spec.override_percent is not None:
-        return _EXACT.divide(spec.override_percent, HUNDRED)
-    if spec.mode is GradeMode.complete_incomplete:
-        return ONE if spec.complete else ZERO
-    if spec.score is None or spec.max_score is None:
-        return ZERO
-    return fraction(spec.score, spec.max_score)
+    exact = _exact_grade_fraction(spec)
+    return _EXACT.divide(Decimal(exact.numerator), Decimal(exact.denominator))
 
 
 def score_to_send(spec: GradeSpec, canvas_points: Decimal) -> ScoreToSend:
@@ -88,4 +109,5 @@ def score_to_send(spec: GradeSpec, canvas_points: Decimal) -> ScoreToSend:
         return ScoreToSend(spec.override_points, canvas_points, progress)
     if canvas_points == ZERO:
         return ScoreToSend(ZERO, ZERO, progress)
-    return ScoreToSend(canvas_score(grade_fraction(spec), canvas_points), canvas_points, progress)
+    given = _to_cents(_exact_grade_fraction(spec) * Fraction(canvas_points))
+    return ScoreToSend(given, canvas_points, progress)

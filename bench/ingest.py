@@ -1,0 +1,465 @@
+"""Event intake on PostgreSQL: events/s and latency, beside a bare FastAPI endpoint.
+
+    .venv/bin/python -m bench.ingest [--events 20000] [--concurrency 64] [--rate 300]
+
+Makes a throw-away PostgreSQL database (`PASSBACK_TEST_POSTGRES_URL`, default the local
+server), seeds a platform and launches, and starts two uvicorn processes the same way: the
+service (one instance, workers off: intake only) and a bare FastAPI app whose one endpoint
+parses the JSON body and answers 202. The same httpx load generator then drives each:
+
+1. saturation: `--events` events, `--concurrency` in flight, for events/s and p50/p99;
+2. paced: `--rate` events/s for `--paced-seconds` (open loop), for p50/p99 at that rate.
+
+The event mix is what a class produces: per student `started`, `submitted` (the first one of
+a launched student is queued for automatic passback) and an `updated`; many students share
+each formative. SPEC §6 targets: ≥ 1,000 events/s, p99 ≤ 50 ms at 300 events/s, and ≥ 40% of
+the bare endpoint's rate. The figures depend on the machine; the load generator shares it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from app.clock import utc_now
+from app.store.db import create_engine, create_session_factory
+from app.store.launches import LaunchBinding, save_launch
+from app.store.migrate import upgrade_to_head_async
+from app.store.models import PassbackJob
+from app.store.platforms import new_platform
+from tests.support import databases
+
+EVENTS_KEY = "bench-events-key-0123456789"
+SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
+ROOT = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------------------------------
+# The bare endpoint: FastAPI parsing a JSON body and answering, nothing else.
+
+bare_app = FastAPI()
+
+
+@bare_app.post("/v1/submission-events", status_code=202)
+async def bare_endpoint(event: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": event.get("event_id"), "decision": "not_eligible", "reasons": []}
+
+
+# ------------------------------------------------------------------------------------------
+# The world and the events.
+
+
+@dataclass(frozen=True)
+class World:
+    formatives: int
+    students_per_formative: int
+    launched_share: float = 0.9
+
+    def students(self) -> Iterator[tuple[str, str, bool]]:
+        """Students of all formatives interleaved, as a school's classes submit side by side."""
+        launched_per_formative = int(self.students_per_formative * self.launched_share)
+        for s in range(self.students_per_formative):
+            for f in range(self.formatives):
+                yield f"fm-{f}", f"s-{f}-{s}", s < launched_per_formative
+
+
+def _event(
+    kind: str, formative_id: str, student_id: str, n: int, occurred: datetime
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": f"evt-{n}",
+        "type": kind,
+        "occurred_at": occurred.isoformat().replace("+00:00", "Z"),
+        "organization": {"id": "org-1", "license": "school_district"},
+        "formative": {
+            "id": formative_id,
+            "title": f"Quiz {formative_id}",
+            "auto_passback": True,
+            "teacher_ids": ["t-1", "t-2"],
+            "questions": [{"id": f"q{q}", "points": 2, "grading": "auto"} for q in range(5)],
+        },
+        "student": {"id": student_id, "class_id": "c-1", "name": f"Student {student_id}"},
+        "attempt": 1,
+        "score": 7.5,
+        "max_score": 10,
+        "response_url": f"https://formative.example/r/{formative_id}/{student_id}",
+    }
+    if kind != "started":
+        body["submitted_by"] = "student"
+        body["submitted_at"] = (occurred - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    if kind == "updated":
+        body["cause"] = "teacher_adjusted"
+        body["score"] = 8
+    return body
+
+
+BATCH = 200
+
+
+def event_bodies(world: World, count: int, *, prefix: str) -> list[bytes]:
+    """`count` encoded events: per student a started, a submitted and an updated event, in
+    that order; students go in batches of `BATCH`, so every stretch of the run mixes the
+    three kinds."""
+    start = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+    students = list(world.students())
+    bodies: list[bytes] = []
+    for first in range(0, len(students), BATCH):
+        batch = students[first : first + BATCH]
+        for kind in ("started", "submitted", "updated"):
+            for formative_id, student_id, _launched in batch:
+                if len(bodies) == count:
+                    return bodies
+                n = len(bodies)
+                body = _event(kind, formative_id, student_id, n, start + timedelta(milliseconds=n))
+                body["event_id"] = f"{prefix}-{n}"
+                bodies.append(json.dumps(body).encode())
+    return bodies
+
+
+async def seed(database_url: str, world: World) -> int:
+    """A platform and the launches of the launched students; returns how many launches."""
+    engine = create_engine(database_url, pool_size=2)
+    sessions = create_session_factory(engine)
+    now = utc_now()
+    count = 0
+    try:
+        async with sessions() as session, session.begin():
+            platform = new_platform(
+                now,
+                issuer="https://canvas.example.edu",
+                client_id="10000000000001",
+                deployment_ids=["1:bench"],
+                token_url="https://canvas.example.edu/login/oauth2/token",
+                jwks_url="https://canvas.example.edu/api/lti/security/jwks",
+                allowed_hosts=["canvas.example.edu"],
+                label="bench",
+            )
+            session.add(platform)
+            await session.flush()
+            for formative_id, student_id, launched in world.students():
+                if not launched:
+                    continue
+                await save_launch(
+                    session,
+                    LaunchBinding(
+                        formative_id=formative_id,
+                        student_id=student_id,
+                        class_id="c-1",
+                        platform_id=platform.id,
+                        deployment_id="1:bench",
+                        lti_user_id=f"lti-{student_id}",
+                        context_id="course-1",
+                        context_title="Course",
+                        resource_link_id=f"rl-{formative_id}",
+                        lineitem_url=f"https://canvas.example.edu/api/lti/courses/1/line_items/{formative_id}",
+                        lineitems_url="https://canvas.example.edu/api/lti/courses/1/line_items",
+                        ags_scopes=[SCORE_SCOPE],
+                        roles=[],
+                        launched_at=now,
+                    ),
+                )
+                count += 1
+    finally:
+        await engine.dispose()
+    return count
+
+
+async def automatic_jobs(database_url: str) -> int:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_session_factory(engine)() as session:
+            return int(await session.scalar(select(func.count()).select_from(PassbackJob)) or 0)
+    finally:
+        await engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------
+# Serving and measuring.
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_server(
+    target: str, port: int, env: dict[str, str], *, factory: bool
+) -> subprocess.Popen[bytes]:
+    """uvicorn in its own process, one worker, uvloop + httptools, no access log."""
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    if factory:
+        command.append("--factory")
+    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
+
+
+async def wait_until_up(base_url: str, path: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{base_url} exited with {process.returncode}")
+            try:
+                if (await client.get(path)).status_code < 500:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{base_url} did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    label: str
+    seconds: float = 0.0
+    server_cpu: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
+
+
+def _clients(base_url: str, count: int) -> list[httpx.AsyncClient]:
+    """One keep-alive connection per client: httpx's pool slows down sharply when one client
+    multiplexes dozens of connections, which would measure the load generator instead."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    headers = {"Authorization": f"Bearer {EVENTS_KEY}", "Content-Type": "application/json"}
+    return [
+        httpx.AsyncClient(base_url=base_url, limits=limits, headers=headers, timeout=30)
+        for _ in range(count)
+    ]
+
+
+async def _send(client: httpx.AsyncClient, body: bytes, run: Run, *, since: float) -> None:
+    try:
+        response = await client.post("/v1/submission-events", content=body)
+    except httpx.HTTPError as exc:
+        run.errors[type(exc).__name__] += 1
+        return
+    run.latencies.append(time.perf_counter() - since)
+    run.statuses[response.status_code] += 1
+    if response.status_code in (200, 202):
+        decision = response.json().get("decision", "?")
+        run.decisions[decision] += 1
+
+
+async def saturate(label: str, base_url: str, bodies: list[bytes], concurrency: int) -> Run:
+    """Closed loop: `concurrency` senders, each sending its next event when answered."""
+    run = Run(label)
+    pending = iter(bodies)
+    clients = _clients(base_url, concurrency)
+
+    async def sender(client: httpx.AsyncClient) -> None:
+        for body in pending:
+            await _send(client, body, run, since=time.perf_counter())
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(sender(client) for client in clients))
+        run.seconds = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
+    return run
+
+
+async def paced(label: str, base_url: str, bodies: list[bytes], rate: float) -> Run:
+    """Open loop: one event every 1/rate s whatever the answers, each on an idle connection
+    (a new one if all are busy); latency from its send time."""
+    run = Run(label)
+    interval = 1.0 / rate
+    idle: list[httpx.AsyncClient] = []
+    opened: list[httpx.AsyncClient] = []
+
+    async def send_on_idle(body: bytes) -> None:
+        if not idle:
+            opened.extend(_clients(base_url, 1))
+            idle.append(opened[-1])
+        client = idle.pop()
+        try:
+            await _send(client, body, run, since=time.perf_counter())
+        finally:
+            idle.append(client)
+
+    tasks = []
+    try:
+        started = time.perf_counter()
+        for n, body in enumerate(bodies):
+            delay = started + n * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send_on_idle(body)))
+        await asyncio.gather(*tasks)
+        run.seconds = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(client.aclose() for client in opened))
+    return run
+
+
+def report(run: Run) -> str:
+    statuses = ", ".join(
+        [f"{status}: {count}" for status, count in sorted(run.statuses.items())]
+        + [f"{error}: {count}" for error, count in sorted(run.errors.items())]
+    )
+    cpu = run.server_cpu / len(run.latencies) * 1000 if run.latencies else float("nan")
+    return (
+        f"{run.label:<32} {len(run.latencies):>6} req {run.rate:>6.0f} /s  "
+        f"p50 {run.percentile(0.50):>6.1f} ms  p99 {run.percentile(0.99):>6.1f} ms  "
+        f"server CPU {cpu:.2f} ms/req  [{statuses}]"
+    )
+
+
+async def measured(process: subprocess.Popen[bytes], run: Coroutine[Any, Any, Run]) -> Run:
+    """Run a load and note the CPU time the server process spent on it."""
+    before = cpu_seconds(process.pid)
+    result = await run
+    result.server_cpu = cpu_seconds(process.pid) - before
+    return result
+
+
+async def main(arguments: argparse.Namespace) -> None:
+    world = World(formatives=arguments.formatives, students_per_formative=arguments.students)
+    database_url = await databases.create_postgres_database()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        await upgrade_to_head_async(database_url)
+        launches = await seed(database_url, world)
+        var_dir = tempfile.mkdtemp(prefix="passback-bench-")
+        service_env = {
+            "PASSBACK_DATABASE_URL": database_url,
+            "PASSBACK_API_KEYS": json.dumps(
+                [{"name": "bench", "key": EVENTS_KEY, "scopes": ["events"]}]
+            ),
+            "PASSBACK_RUN_WORKERS": "false",
+            "PASSBACK_VAR_DIR": var_dir,
+            "PASSBACK_LOG_LEVEL": "WARNING",
+            "PASSBACK_DATABASE_POOL_SIZE": str(arguments.pool),
+        }
+        service_port, bare_port = free_port(), free_port()
+        service = start_server("app.main:create_app", service_port, service_env, factory=True)
+        processes.append(service)
+        bare = start_server("bench.ingest:bare_app", bare_port, {}, factory=False)
+        processes.append(bare)
+        service_url = f"http://127.0.0.1:{service_port}"
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        await wait_until_up(service_url, "/healthz", service)
+        await wait_until_up(bare_url, "/docs", bare)
+
+        total = arguments.events + arguments.warmup + int(arguments.rate * arguments.paced_seconds)
+        bodies = event_bodies(world, total, prefix="evt")
+        warmup = bodies[: arguments.warmup]
+        load = bodies[arguments.warmup : arguments.warmup + arguments.events]
+        paced_load = bodies[arguments.warmup + arguments.events :]
+
+        print(
+            f"PostgreSQL intake, one uvicorn process each; {len(load)} events, "
+            f"concurrency {arguments.concurrency}; {world.formatives} formatives × "
+            f"{world.students_per_formative} students ({launches} launched from Canvas)",
+            flush=True,
+        )
+        await saturate("warm-up", bare_url, warmup, arguments.concurrency)
+        await saturate("warm-up", service_url, warmup, arguments.concurrency)
+        bare_run = await measured(
+            bare, saturate("bare FastAPI endpoint", bare_url, load, arguments.concurrency)
+        )
+        print(report(bare_run), flush=True)
+        service_run = await measured(
+            service,
+            saturate("passback /v1/submission-events", service_url, load, arguments.concurrency),
+        )
+        print(report(service_run), flush=True)
+        paced_run = await measured(
+            service,
+            paced(
+                f"passback at {arguments.rate:.0f} events/s",
+                service_url,
+                paced_load,
+                arguments.rate,
+            ),
+        )
+        print(report(paced_run), flush=True)
+
+        share = service_run.rate / bare_run.rate if bare_run.rate else 0.0
+        queued = service_run.decisions["queued"] + paced_run.decisions["queued"]
+        jobs = await automatic_jobs(database_url)
+        print(f"decisions (saturation): {dict(service_run.decisions)}")
+        print(f"jobs queued by the measured runs: {queued}; jobs in the database: {jobs}")
+        print(
+            f"service/bare: {share:.0%} (target ≥ 40%); events/s: {service_run.rate:.0f} "
+            f"(target ≥ 1,000); p99 at {arguments.rate:.0f}/s: "
+            f"{paced_run.percentile(0.99):.1f} ms (target ≤ 50 ms)"
+        )
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        await databases.drop_postgres_database(database_url)
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--warmup", type=int, default=1_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--formatives", type=int, default=100)
+    parser.add_argument("--students", type=int, default=80, help="students per formative")
+    parser.add_argument("--pool", type=int, default=10, help="database pool size")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_arguments()))
