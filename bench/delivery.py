@@ -48,11 +48,11 @@ from app.delivery import DeliveryEngine
 from app.lti.ags import Score
 from app.lti.keys import write_new_key
 from app.lti.tokens import DELIVERY_SCOPES
-from app.lti.urls import host_of
 from app.store.db import transaction
 from app.store.jobs import NewJob, enqueue_job
 from app.store.migrate import upgrade_to_head_async
 from app.store.models import JobKind, JobStatus, PassbackJob, Platform
+from tests.lti.world import register_scenario
 from tests.support import databases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,20 +127,7 @@ async def seed_course(
             {"name": f"Quiz {number}", "points": "20", "client_id": world["client_id"]},
         )
         line_items.append(created["line_item_url"])
-    now = datetime.now(UTC)
-    platform = Platform(
-        issuer=world["issuer"],
-        client_id=world["client_id"],
-        deployment_ids=[world["deployment_id"]],
-        token_url=world["token_url"],
-        jwks_url=world["jwks_url"],
-        allowed_hosts=[host_of(sandbox.base_url)],
-        label="bench",
-        created_at=now,
-        updated_at=now,
-    )
-    async with transaction(context.sessions) as session:
-        session.add(platform)
+    platform = await register_scenario(context, world, sandbox.base_url, label="bench")
     students_lti = [student["lti_id"] for student in world["students"]]
     return platform, line_items, students_lti, world["client_id"]
 

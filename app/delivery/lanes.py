@@ -25,6 +25,8 @@ from app.lti.outcomes import Action, Outcome, RetryCode
 _STRUGGLING = frozenset({RetryCode.platform_error, RetryCode.timeout, RetryCode.connection_error})
 LATENCY_SMOOTHING = 0.2
 JOBS_PER_SLOT = 4
+CAPACITY_WINDOW = 1.0
+"""Seconds of answers whose smallest capacity bound caps the limit."""
 
 
 class Slots:
@@ -93,6 +95,7 @@ class Lane:
         self._shared = shared
         self._last_decrease = -math.inf
         self._paused_until = -math.inf
+        self._estimates: deque[tuple[float, float]] = deque()
 
     @property
     def slots(self) -> int:
@@ -150,16 +153,42 @@ class Lane:
             self._decrease(policy.decrease, now)
         elif outcome.http_status is None:
             pass
+        elif remaining is not None and self._above_capacity(remaining, now):
+            self.limit = max(policy.min_limit, self._capacity_estimate() - policy.margin)
         elif remaining is not None and remaining < policy.low_remaining:
             self._give_back(now)
         elif remaining is not None and remaining < policy.ample_remaining:
             self.slow_start = False
             if remaining >= policy.healthy_remaining and self._busy():
-                self.limit = min(policy.max_limit, self.limit + 1.0 / self.limit)
+                # Per round trip, one request more for each request of room beyond the hold
+                # zone: quick while far from the mark, one at a time close to it.
+                room = (remaining - policy.low_remaining) / policy.reservation
+                self.limit = min(policy.max_limit, self.limit + room / self.limit)
         elif self._busy():
             step = 1.0 if self.slow_start else 1.0 / self.limit
             self.limit = min(policy.max_limit, self.limit + step)
         self._slots.resize(self.slots)
+
+    def _above_capacity(self, remaining: float, now: float) -> bool:
+        """Record what this answer says the bucket holds; is the limit above that?
+
+        The bucket holds `remaining ÷ reservation` more requests besides the ones in flight
+        when the platform answered. Those were at most this lane's other requests (answers
+        still on their way make the lane's count higher), so each answer gives an upper bound
+        of the bucket's capacity in requests, and the smallest bound of the last moments is
+        the best estimate.
+        """
+        estimate = remaining / self.policy.reservation + (self.requests - 1)
+        self._estimates.append((now, estimate))
+        horizon = now - max(CAPACITY_WINDOW, 10 * self.latency)
+        while self._estimates and self._estimates[0][0] < horizon:
+            self._estimates.popleft()
+        return self.limit > self._capacity_estimate() - self.policy.margin
+
+    def _capacity_estimate(self) -> float:
+        """Requests the bucket admits at once: a request gets in while the bucket is below
+        its mark, so a fraction of a reservation of room still admits one."""
+        return math.ceil(min(estimate for _, estimate in self._estimates))
 
     def _busy(self) -> bool:
         """Every slot is taken: the limit, not the supply of work, holds deliveries back."""

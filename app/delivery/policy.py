@@ -24,10 +24,12 @@ class LanePolicy:
     Canvas reserves 50 units of a developer key's bucket for each request in flight and
     refuses requests once the bucket reaches its high-water mark (600);
     `X-Rate-Limit-Remaining` is the distance to that mark, so 50 remaining is room for one
-    more request. While its slots are all busy, a lane grows fast with ample room and by one
-    request per round trip with room for three; it holds with room for two, and gives one
-    request back per round trip with less (the answer may lag what is in flight). It halves
-    on 403 throttling and 429, and shrinks by `decrease` on 5xx and timeouts.
+    more request. While its slots are all busy, a lane grows by one request per answer with
+    ample room, and by one request per round trip for each request of room beyond two with
+    less; it holds with room for two, and gives one request back per round trip with less
+    (an answer lags what is in flight). Answers also bound how many requests the bucket can
+    hold at all; the lane stays `margin` below the tightest recent bound. It halves on 403
+    throttling and 429, and shrinks by `decrease` on 5xx and timeouts.
     """
 
     initial_limit: float = 4.0
@@ -39,6 +41,10 @@ class LanePolicy:
     """At or above: one more request per round trip (additive increase)."""
     low_remaining: float = 100.0
     """Below: one request fewer per round trip."""
+    reservation: float = 50.0
+    """What the platform reserves per request in flight (Canvas: 50)."""
+    margin: float = 1.0
+    """Requests kept free below the bucket's estimated capacity (other users of the key)."""
     decrease: float = 0.75
     throttle_decrease: float = 0.5
 

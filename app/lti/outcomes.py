@@ -304,37 +304,22 @@ def is_throttled(status: int, body: str) -> bool:
 
 
 def _transient(status: int, message: str | None, headers: httpx.Headers, body: str) -> Outcome:
-    remaining = rate_limit_remaining(headers)
-    if status == 429:
-        return Outcome(
-            Action.retry,
-            RetryCode.rate_limited,
-            http_status=status,
-            message=message,
-            retry_after=retry_after_seconds(headers.get("retry-after")),
-            throttled=True,
-            rate_limit_remaining=remaining,
-        )
-    if is_throttled(status, body):
-        return Outcome(
-            Action.retry,
-            RetryCode.throttled,
-            http_status=status,
-            message=message,
-            retry_after=retry_after_seconds(headers.get("retry-after")),
-            throttled=True,
-            rate_limit_remaining=remaining,
-        )
-    # A gateway timeout is a proxy giving up while the platform may still be applying the
-    # score: like our own timeout, its outcome is unknown. Other 5xx answers come from a
-    # request the platform did not complete.
+    throttled = status == 429 or is_throttled(status, body)
+    if throttled:
+        code = RetryCode.rate_limited if status == 429 else RetryCode.throttled
+    else:
+        code = RetryCode.platform_error
     return Outcome(
         Action.retry,
-        RetryCode.platform_error,
+        code,
         http_status=status,
         message=message,
         retry_after=retry_after_seconds(headers.get("retry-after")),
-        rate_limit_remaining=remaining,
+        throttled=throttled,
+        rate_limit_remaining=rate_limit_remaining(headers),
+        # A gateway timeout is a proxy giving up while the platform may still be applying
+        # the score: like our own timeout, its outcome is unknown. Other 5xx answers come
+        # from a request the platform did not complete.
         outcome_unknown=status == 504,
     )
 

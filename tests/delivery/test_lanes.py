@@ -58,19 +58,39 @@ async def test_a_lane_that_is_not_busy_does_not_grow() -> None:
     assert lane.limit == 4
 
 
-async def test_near_the_high_water_mark_a_lane_grows_slowly_holds_then_gives_back() -> None:
+async def test_near_the_high_water_mark_a_lane_grows_slowly_then_holds() -> None:
     lane = Lane("p", LanePolicy(initial_limit=10), Slots(64))
     requests = Requests(lane)
     await requests.start(10)
-    lane.observe(answered(200))  # room for four: one request per round trip
-    assert lane.limit == pytest.approx(10.1)
+    lane.observe(answered(200))  # room for four: two requests more per round trip
+    assert lane.limit == pytest.approx(10.2)
     assert not lane.slow_start
+    lane.observe(answered(150))  # room for three: one request more per round trip
+    assert lane.limit == pytest.approx(10.2 + 1 / 10.2)
+    before = lane.limit
     lane.observe(answered(120))  # room for two: hold
-    assert lane.limit == pytest.approx(10.1)
-    lane.observe(answered(40))  # less than one request of room: one fewer
-    assert lane.limit == pytest.approx(9.1)
-    lane.observe(answered(-20))  # again within the same round trip: no second cut
-    assert lane.limit == pytest.approx(9.1)
+    assert lane.limit == pytest.approx(before)
+    await requests.finish()
+
+
+async def test_a_lane_stays_a_request_below_what_the_bucket_can_hold() -> None:
+    lane = Lane("p", LanePolicy(initial_limit=12), Slots(64))
+    requests = Requests(lane)
+    await requests.start(12)
+    # Eleven others in flight and room for one more: the bucket holds twelve at most.
+    lane.observe(answered(50))
+    assert lane.limit == 11
+    await requests.finish()
+
+
+async def test_with_little_room_a_lane_gives_back_one_request_per_round_trip() -> None:
+    lane = Lane("p", LanePolicy(initial_limit=5), Slots(64))
+    requests = Requests(lane)
+    await requests.start(5)
+    lane.observe(answered(60))  # room for one besides four others: at capacity minus one
+    assert lane.limit == 4
+    lane.observe(answered(60))  # again within the same round trip: no second cut
+    assert lane.limit == 4
     await requests.finish()
 
 

@@ -8,7 +8,7 @@ platform in the service's database.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -177,6 +177,27 @@ class World:
         raise AssertionError("jobs still pending after many rounds")
 
 
+async def register_scenario(
+    context: AppContext, seeded: Mapping[str, Any], base_url: str, *, label: str = "sandbox"
+) -> Platform:
+    """Register the platform of a sandbox scenario (the admin API's answer) in the service."""
+    now = context.clock()
+    platform = Platform(
+        issuer=seeded["issuer"],
+        client_id=seeded["client_id"],
+        deployment_ids=[seeded["deployment_id"]],
+        token_url=seeded["token_url"],
+        jwks_url=seeded["jwks_url"],
+        allowed_hosts=[host_of(base_url)],
+        label=label,
+        created_at=now,
+        updated_at=now,
+    )
+    async with transaction(context.sessions) as session:
+        session.add(platform)
+    return platform
+
+
 async def make_world(
     context: AppContext,
     sandbox: RunningSandbox,
@@ -191,20 +212,7 @@ async def make_world(
         students=students,
         **scenario,
     )
-    now = context.clock()
-    platform = Platform(
-        issuer=seeded["issuer"],
-        client_id=seeded["client_id"],
-        deployment_ids=[seeded["deployment_id"]],
-        token_url=seeded["token_url"],
-        jwks_url=seeded["jwks_url"],
-        allowed_hosts=[host_of(sandbox.base_url)],
-        label="sandbox",
-        created_at=now,
-        updated_at=now,
-    )
-    async with transaction(context.sessions) as session:
-        session.add(platform)
+    platform = await register_scenario(context, seeded, sandbox.base_url)
     return World(
         sandbox=sandbox,
         context=context,
