@@ -89,14 +89,24 @@ KNOWN_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("mode", ["reset", "blackhole"])
+@pytest.mark.parametrize(
+    ("mode", "seconds"),
+    [
+        # The server goes away: connections reset, new ones refused.
+        pytest.param("reset", 2.0, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUG)),
+        # A partition shorter than the statement timeout (5 s): held bytes arrive late.
+        pytest.param("blackhole", 3.0),
+        # (A partition longer than the statement timeout meets the same bug as `reset`,
+        # through asyncpg's TimeoutError.)
+    ],
+)
 async def test_grades_in_flight_when_the_database_goes_away_still_arrive(
     context_via_proxy: AppContext,
     sandbox_canvas: RunningSandbox,
     proxy: TcpProxy,
     mode: CutMode,
+    seconds: float,
     figures: Figures,
 ) -> None:
     await sandbox_canvas.admin.set_faults(latency_ms=300)
@@ -111,7 +121,7 @@ async def test_grades_in_flight_when_the_database_goes_away_still_arrive(
             await asyncio.sleep(0.05)
         # Deliveries are in flight: their answers come back while the database is away.
         await proxy.cut(mode)
-        await asyncio.sleep(2.0 if mode == "reset" else 4.0)
+        await asyncio.sleep(seconds)
         await proxy.restore()
         restored = asyncio.get_running_loop().time()
         while await delivered_count(world) < STUDENTS:
