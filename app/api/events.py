@@ -7,6 +7,7 @@ numbers become Decimal, never float); the OpenAPI document still describes it.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -111,6 +112,10 @@ async def submit_event(request: Request, context: Context, _caller: EventsCaller
             "event_id_reused",
             f"event_id {event.event_id!r} was already used for a different event",
         ) from exc
+    if answer.first_time:
+        context.metrics.event_decided(json.loads(answer.body)["decision"])
+    else:
+        context.metrics.event_decided("repeat")
     return Response(
         answer.body,
         status_code=status.HTTP_202_ACCEPTED if answer.first_time else status.HTTP_200_OK,

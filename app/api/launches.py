@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1/launches", tags=["launches"])
 )
 async def create_launch(body: LaunchIn, context: Context, _caller: EventsCaller) -> LaunchOut:
     try:
-        return await record_launch(
+        launch = await record_launch(
             context.sessions,
             body,
             jwks=context.jwks,
@@ -38,5 +38,8 @@ async def create_launch(body: LaunchIn, context: Context, _caller: EventsCaller)
             insecure_hosts=context.settings.insecure_hosts,
         )
     except LaunchRejectedError as exc:
+        context.metrics.launch_recorded(str(exc.code))
         unavailable = exc.code is LaunchRejection.platform_keys_unavailable
         raise ProblemError(503 if unavailable else 422, exc.code, str(exc)) from exc
+    context.metrics.launch_recorded("gradable" if launch.gradable else "not_gradable")
+    return launch
