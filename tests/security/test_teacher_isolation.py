@@ -35,8 +35,6 @@ async def test_a_teacher_cannot_see_or_send_another_teachers_students(
     theirs = await formative_of(
         client, await seed_class(client, sandbox, tool_keys_dir, students=2), "fm-theirs", "t-a"
     )
-    mine = RemoteClass(sandbox, theirs.scenario, theirs.platform_id, theirs.learners[:0])
-    mine.formative_id, mine.teacher_ids = "fm-mine", ("t-b",)
     event = {**theirs.submitted_event(theirs.learners[0])}
     event["event_id"] = "evt-mine-started"
     event["type"] = "started"
