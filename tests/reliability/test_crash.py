@@ -17,17 +17,14 @@ import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
 from app.sandbox import SandboxConfig
 from app.sandbox.config import ThrottleSettings
 from app.sandbox.fault_rules import FaultSettings
-from app.store.db import create_engine, create_session_factory
-from app.store.models import JobAttempt, PassbackJob, SubmissionEvent
+from tests.reliability.database import attempt_outcomes, event_decisions, jobs_by_status
 from tests.reliability.figures import Figures
 from tests.reliability.remote import (
     EVENTS,
@@ -57,37 +54,6 @@ def graded_in_canvas(sandbox: RunningSandbox, assignment_id: str) -> int:
             for (assignment, _user), submission in sandbox.state.submissions.items()
             if assignment == assignment_id and submission.score is not None
         )
-
-
-async def database_facts(database_url: str, formative_id: str) -> dict[str, Any]:
-    """Read straight from PostgreSQL: events by decision, jobs by status, attempt outcomes."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with create_session_factory(engine)() as session:
-            events = await session.execute(
-                select(SubmissionEvent.decision, func.count())
-                .where(SubmissionEvent.formative_id == formative_id)
-                .group_by(SubmissionEvent.decision)
-            )
-            jobs = await session.execute(
-                select(PassbackJob.status, func.count())
-                .where(PassbackJob.formative_id == formative_id)
-                .group_by(PassbackJob.status)
-            )
-            outcomes = await session.execute(
-                select(JobAttempt.outcome, func.count()).group_by(JobAttempt.outcome)
-            )
-            event_ids = await session.scalars(
-                select(SubmissionEvent.event_id).where(SubmissionEvent.formative_id == formative_id)
-            )
-            return {
-                "events": {str(k): int(v) for k, v in events.all()},
-                "jobs": {str(k): int(v) for k, v in jobs.all()},
-                "attempt_outcomes": {str(k): int(v) for k, v in outcomes.all()},
-                "event_ids": set(event_ids.all()),
-            }
-    finally:
-        await engine.dispose()
 
 
 class Formative:
@@ -159,7 +125,7 @@ async def test_killing_the_service_mid_delivery_twice_loses_and_duplicates_nothi
                     assert time.monotonic() < deadline, "grades still missing"
                     await asyncio.sleep(0.1)
                 # Let the last results be written, then look at the database.
-                while (await database_facts(postgres_url, room.formative_id))["jobs"] != {
+                while await jobs_by_status(postgres_url, room.formative_id) != {
                     "delivered": STUDENTS
                 }:
                     assert time.monotonic() < deadline, "jobs not all delivered"
@@ -170,10 +136,10 @@ async def test_killing_the_service_mid_delivery_twice_loses_and_duplicates_nothi
         finally:
             await service.terminate()
 
-    facts = await database_facts(postgres_url, room.formative_id)
-    assert set(formative.acknowledged) <= facts["event_ids"]
-    assert facts["events"] == {"queued": STUDENTS}
-    assert facts["jobs"] == {"delivered": STUDENTS}
+    decisions = await event_decisions(postgres_url, room.formative_id)
+    assert set(formative.acknowledged) <= set(decisions)
+    assert Counter(decisions.values()) == {"queued": STUDENTS}
+    assert await jobs_by_status(postgres_url, room.formative_id) == {"delivered": STUDENTS}
 
     wrong = [
         (learner, gradebook[learner.user_id]["score"])
@@ -198,7 +164,7 @@ async def test_killing_the_service_mid_delivery_twice_loses_and_duplicates_nothi
     figures.record(
         "students_posted_more_than_once", sum(1 for n in posts_per_student.values() if n > 1)
     )
-    figures.record("job_attempt_outcomes", facts["attempt_outcomes"])
+    figures.record("job_attempt_outcomes", await attempt_outcomes(postgres_url))
     figures.record(
         "seconds_launches_reports_settle_total",
         [

@@ -22,13 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from app.sandbox import SandboxConfig
 from app.sandbox.config import ThrottleSettings
-from app.store.db import create_engine, create_session_factory
-from app.store.models import PassbackJob, SubmissionEvent
+from tests.reliability.database import event_decisions, jobs_by_status
 from tests.reliability.figures import Figures
 from tests.reliability.remote import (
     EVENTS,
@@ -148,36 +146,6 @@ async def send_events_through(
     return outage
 
 
-async def stored_events(database_url: str, formative_id: str) -> dict[str, str]:
-    """event_id → decision, read straight from PostgreSQL (not through the proxy)."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with create_session_factory(engine)() as session:
-            rows = await session.execute(
-                select(SubmissionEvent.event_id, SubmissionEvent.decision).where(
-                    SubmissionEvent.formative_id == formative_id
-                )
-            )
-            return {str(event_id): str(decision) for event_id, decision in rows.all()}
-    finally:
-        await engine.dispose()
-
-
-async def job_statuses(database_url: str, formative_id: str) -> dict[str, int]:
-    """Jobs by status, read straight from PostgreSQL (not through the proxy)."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with create_session_factory(engine)() as session:
-            rows = await session.execute(
-                select(PassbackJob.status, func.count())
-                .where(PassbackJob.formative_id == formative_id)
-                .group_by(PassbackJob.status)
-            )
-            return {str(status): int(count) for status, count in rows.all()}
-    finally:
-        await engine.dispose()
-
-
 @pytest.mark.timeout(180)
 async def test_a_database_outage_answers_503_quickly_and_loses_nothing_acknowledged(
     postgres_url: str, tmp_path: Path, tool_keys_dir: Path, figures: Figures
@@ -245,12 +213,12 @@ async def test_a_database_outage_answers_503_quickly_and_loses_nothing_acknowled
         )
         figures.record(f"{outage.mode}_recovery_after_db_returns_s", round(recovery, 3))
 
-    stored = await stored_events(postgres_url, room.formative_id)
+    stored = await event_decisions(postgres_url, room.formative_id)
     missing = sorted(acknowledged - set(stored))
     assert not missing, f"acknowledged but not stored: {missing[:10]}"
     assert set(stored) == set(sent)
     assert set(stored.values()) == {"queued"}
-    assert await job_statuses(postgres_url, room.formative_id) == {"pending": len(sent)}
+    assert await jobs_by_status(postgres_url, room.formative_id) == {"pending": len(sent)}
     figures.record("events_acknowledged_during_the_outages", len(acknowledged))
     figures.record("events_stored_after_resends", len(stored))
     # 200 = the refused-looking request had been committed after all (its answer was lost).

@@ -18,13 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
 
 from app.sandbox import SandboxConfig
 from app.sandbox.config import ThrottleSettings
 from app.sandbox.fault_rules import FaultSettings
-from app.store.db import create_engine, create_session_factory
-from app.store.models import JobAttempt, PassbackJob
+from tests.reliability.database import attempts_per_job, jobs_by_status
 from tests.reliability.figures import Figures
 from tests.reliability.remote import EVENTS, bounded, launch_all, seed_class
 from tests.support.processes import service_env, start_service
@@ -44,34 +42,6 @@ def delivered_by(metrics_text: str) -> float:
                 and sample.labels.get("status") == "delivered"
             )
     return 0.0
-
-
-async def job_facts(database_url: str) -> tuple[Counter[str], Counter[int]]:
-    """Jobs by status, and how many attempt rows each job has."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with create_session_factory(engine)() as session:
-            statuses = Counter(
-                {
-                    str(status): int(count)
-                    for status, count in (
-                        await session.execute(
-                            select(PassbackJob.status, func.count()).group_by(PassbackJob.status)
-                        )
-                    ).all()
-                }
-            )
-            attempts = Counter(
-                int(count)
-                for count in (
-                    await session.scalars(
-                        select(func.count()).select_from(JobAttempt).group_by(JobAttempt.job_id)
-                    )
-                ).all()
-            )
-            return statuses, attempts
-    finally:
-        await engine.dispose()
 
 
 @pytest.mark.timeout(180)
@@ -105,8 +75,8 @@ async def test_two_instances_share_the_queue_without_delivering_twice(
 
                 await bounded(range(STUDENTS), report, concurrency=16)
                 deadline = time.monotonic() + SETTLE_SECONDS
-                while (await job_facts(postgres_url))[0] != {"delivered": STUDENTS}:
-                    assert time.monotonic() < deadline, await job_facts(postgres_url)
+                while await jobs_by_status(postgres_url) != {"delivered": STUDENTS}:
+                    assert time.monotonic() < deadline, await jobs_by_status(postgres_url)
                     await asyncio.sleep(0.2)
                 by_instance = [
                     delivered_by((await api.get("/metrics")).text)
@@ -119,9 +89,9 @@ async def test_two_instances_share_the_queue_without_delivering_twice(
             await first.terminate()
             await second.terminate()
 
-    statuses, attempts_per_job = await job_facts(postgres_url)
-    assert statuses == {"delivered": STUDENTS}
-    assert attempts_per_job == {1: STUDENTS}, attempts_per_job
+    assert await jobs_by_status(postgres_url) == {"delivered": STUDENTS}
+    tries = await attempts_per_job(postgres_url)
+    assert tries == {1: STUDENTS}, tries
     posts_per_student = Counter(json.loads(post["request_body"])["userId"] for post in posts)
     assert len(posts_per_student) == STUDENTS
     assert set(posts_per_student.values()) == {1}

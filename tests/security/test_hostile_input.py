@@ -60,17 +60,20 @@ async def nul_in_a_platform(client: httpx.AsyncClient) -> httpx.Response:
     return await client.post("/v1/platforms", json=body, headers=ADMIN)
 
 
-async def nul_in_an_event(client: httpx.AsyncClient) -> httpx.Response:
-    body = {
-        "event_id": "evt-nul",
+def started_event(
+    event_id: str, *, organization: str = "org-1", formative: str = "fm-1", teacher: str = "t-1"
+) -> dict[str, Any]:
+    """A student starts a formative: the smallest event there is."""
+    return {
+        "event_id": event_id,
         "type": "started",
         "occurred_at": "2026-11-20T14:03:11.250Z",
-        "organization": {"id": NUL, "license": "school_district"},
+        "organization": {"id": organization, "license": "school_district"},
         "formative": {
-            "id": "fm-1",
+            "id": formative,
             "title": "Quiz",
-            "auto_passback": True,
-            "teacher_ids": ["t-1"],
+            "auto_passback": False,
+            "teacher_ids": [teacher],
             "questions": [{"id": "q1", "points": 1, "grading": "auto"}],
         },
         "student": {"id": "s-1", "class_id": "c-1"},
@@ -78,6 +81,10 @@ async def nul_in_an_event(client: httpx.AsyncClient) -> httpx.Response:
         "score": 0,
         "max_score": 1,
     }
+
+
+async def nul_in_an_event(client: httpx.AsyncClient) -> httpx.Response:
+    body = started_event("evt-nul", organization=NUL)
     return await client.post("/v1/submission-events", json=body, headers=EVENTS)
 
 
@@ -302,23 +309,7 @@ async def test_a_teacher_token_cannot_borrow_another_teachers_identity_by_header
     """`X-Acting-Teacher-Id` is for `passback` keys; a teacher token speaks for its `sub`."""
     first = await client.post(
         "/v1/submission-events",
-        json={
-            "event_id": "evt-owner",
-            "type": "started",
-            "occurred_at": "2026-11-20T14:03:11.250Z",
-            "organization": {"id": "org-1", "license": "school_district"},
-            "formative": {
-                "id": "fm-owned",
-                "title": "Quiz",
-                "auto_passback": False,
-                "teacher_ids": ["t-owner"],
-                "questions": [{"id": "q1", "points": 1, "grading": "auto"}],
-            },
-            "student": {"id": "s-1", "class_id": "c-1"},
-            "attempt": 1,
-            "score": 0,
-            "max_score": 1,
-        },
+        json=started_event("evt-owner", formative="fm-owned", teacher="t-owner"),
         headers=EVENTS,
     )
     assert first.status_code == 202, first.text
