@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.reliability.database import new_postgres_database
 from tests.reliability.figures import figures, print_figures  # noqa: F401  (fixture)
 from tests.support import databases
 
@@ -19,11 +20,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """An empty PostgreSQL database (the service migrates it when it starts); dropped after."""
-    if not await databases.postgres_reachable():
-        if databases.postgres_required():
-            pytest.fail("PostgreSQL is required (PASSBACK_REQUIRE_POSTGRES=1) but unreachable")
-        pytest.skip("PostgreSQL is not reachable")
-    url = await databases.create_postgres_database()
+    url = await new_postgres_database()
     try:
         yield url
     finally:

@@ -6,11 +6,23 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.store.db import create_engine, create_session_factory
 from app.store.models import JobAttempt, PassbackJob, SubmissionEvent
+from tests.support import databases
+
+
+async def new_postgres_database() -> str:
+    """An empty database on the test server (drop it with `databases.drop_postgres_database`);
+    skips the test when PostgreSQL is unreachable, unless PASSBACK_REQUIRE_POSTGRES=1."""
+    if not await databases.postgres_reachable():
+        if databases.postgres_required():
+            pytest.fail("PostgreSQL is required (PASSBACK_REQUIRE_POSTGRES=1) but unreachable")
+        pytest.skip("PostgreSQL is not reachable")
+    return await databases.create_postgres_database()
 
 
 @asynccontextmanager

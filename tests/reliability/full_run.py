@@ -23,10 +23,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
-import pytest
 
 from app.sandbox import SandboxConfig
 from app.sandbox.launch import LaunchRequest, issue_launch
+from tests.reliability.database import new_postgres_database
 from tests.reliability.remote import ADMIN, EVENTS, RemoteClass, launch_all, seed_class
 from tests.support import databases
 from tests.support.auth import bearer, teacher_token
@@ -64,11 +64,7 @@ async def full_run(keys_dir: Path, work_dir: Path) -> FullRun:
     _lock = _lock or asyncio.Lock()
     async with _lock:
         if _result is None:
-            if not await databases.postgres_reachable():
-                if databases.postgres_required():
-                    pytest.fail("PostgreSQL is required but unreachable")
-                pytest.skip("PostgreSQL is not reachable")
-            url = await databases.create_postgres_database()
+            url = await new_postgres_database()
             try:
                 _result = await _run(url, keys_dir, work_dir)
             finally:

@@ -13,6 +13,7 @@ import pytest
 
 from app.sandbox import SandboxConfig
 from app.sandbox.config import ThrottleSettings
+from tests.reliability.database import new_postgres_database
 from tests.reliability.figures import figures, print_figures  # noqa: F401  (fixture)
 from tests.reliability.remote import ADMIN, EVENTS, RemoteClass, launch_all, seed_class
 from tests.support import databases
@@ -54,19 +55,11 @@ class LiveService:
         return self.service.base_url
 
 
-async def module_postgres_url() -> str:
-    if not await databases.postgres_reachable():
-        if databases.postgres_required():
-            pytest.fail("PostgreSQL is required (PASSBACK_REQUIRE_POSTGRES=1) but unreachable")
-        pytest.skip("PostgreSQL is not reachable")
-    return await databases.create_postgres_database()
-
-
 @pytest.fixture(scope="module")
 async def live_service(
     tmp_path_factory: pytest.TempPathFactory, tool_keys_dir: Path
 ) -> AsyncIterator[LiveService]:
-    url = await module_postgres_url()
+    url = await new_postgres_database()
     var_dir = tmp_path_factory.mktemp("live")
     try:
         config = SandboxConfig(throttle=ThrottleSettings(enabled=False))
