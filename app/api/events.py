@@ -7,7 +7,6 @@ numbers become Decimal, never float); the OpenAPI document still describes it.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from app.api.auth import EventsCaller
 from app.api.deps import Context
 from app.api.problems import ProblemError, problem_responses
 from app.intake.events import (
+    Decision,
     EventDecision,
     EventIdReusedError,
     MalformedJsonError,
@@ -101,7 +101,6 @@ async def submit_event(request: Request, context: Context, _caller: EventsCaller
     try:
         answer = await receive_event(
             context.engine,
-            context.sessions,
             event,
             now=context.clock(),
             deadline=timedelta(seconds=context.settings.delivery_deadline_seconds),
@@ -112,10 +111,9 @@ async def submit_event(request: Request, context: Context, _caller: EventsCaller
             "event_id_reused",
             f"event_id {event.event_id!r} was already used for a different event",
         ) from exc
-    if answer.first_time:
-        context.metrics.event_decided(json.loads(answer.body)["decision"])
-    else:
-        context.metrics.event_decided("repeat")
+    context.metrics.event_decided(answer.decision if answer.first_time else "repeat")
+    if answer.first_time and answer.decision is Decision.queued:
+        context.wakeup.notify()  # this instance's workers look for the new job at once
     return Response(
         answer.body,
         status_code=status.HTTP_202_ACCEPTED if answer.first_time else status.HTTP_200_OK,

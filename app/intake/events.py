@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.grading.eligibility import (
     Eligibility,
@@ -197,6 +197,7 @@ class EventDecision(BaseModel):
 @dataclass(frozen=True)
 class EventAnswer:
     body: bytes
+    decision: Decision
     first_time: bool
     """False for a repeated `event_id`: `body` is the answer given the first time."""
 
@@ -302,11 +303,14 @@ async def _queue(
         raise _AutomaticPairTaken from exc
 
 
+def _decision(eligibility: Eligibility) -> Decision:
+    return Decision.queued if eligibility.eligible else Decision.not_eligible
+
+
 def _answer(event: SubmissionEventIn, eligibility: Eligibility, job_id: int | None) -> bytes:
-    decision = Decision.queued if eligibility.eligible else Decision.not_eligible
     answer = EventDecision(
         event_id=event.event_id,
-        decision=decision,
+        decision=_decision(eligibility),
         reasons=[ReasonOut.of(reason) for reason in eligibility.reasons],
         job_id=job_id,
     )
@@ -332,7 +336,7 @@ class _Intake:
             type=self.event.type,
             occurred_at=self.event.occurred_at,
             received_at=self.received_at,
-            decision=Decision.queued if eligibility.eligible else Decision.not_eligible,
+            decision=_decision(eligibility),
             response_body=body.decode(),
             job_id=job_id,
         )
@@ -351,13 +355,13 @@ async def _record_not_eligible(
 
 
 async def _record_and_queue(
-    sessions: async_sessionmaker[AsyncSession],
+    connection: AsyncConnection,
     intake: _Intake,
     eligibility: Eligibility,
     target: store.PassbackTarget,
     deadline: timedelta,
 ) -> bytes:
-    async with sessions() as session, session.begin():
+    async with store.session_in_transaction(connection) as session:
         job_id = await _queue(
             session, intake.event, target, now=intake.received_at, deadline=deadline
         )
@@ -372,7 +376,6 @@ async def _record_and_queue(
 
 async def receive_event(
     engine: AsyncEngine,
-    sessions: async_sessionmaker[AsyncSession],
     event: SubmissionEventIn,
     *,
     now: datetime,
@@ -382,8 +385,8 @@ async def receive_event(
 
     The decision reads the student's launch first; the writes that follow are atomic: an
     ineligible event is one statement on PostgreSQL, an eligible one a transaction with its
-    job. Should another event queue the pair's automatic passback in between, the unique
-    index refuses the second job and the event is decided again.
+    job, on the same connection. Should another event queue the pair's automatic passback in
+    between, the unique index refuses the second job and the event is decided again.
     Raises EventIdReusedError when `event_id` was used before for a different event.
     """
     intake = _Intake(event, request_digest(event), now)
@@ -395,21 +398,23 @@ async def receive_event(
                     connection, event.formative.id, event.student.id
                 )
                 eligibility = decide(event, target, pair_taken=pair_taken)
-                if not eligibility.eligible:
+                if eligibility.eligible:
+                    assert target is not None
+                    body = await _record_and_queue(
+                        connection, intake, eligibility, target, deadline
+                    )
+                else:
                     body = await _record_not_eligible(connection, intake, eligibility)
-                    return EventAnswer(body, first_time=True)
-            assert target is not None
-            body = await _record_and_queue(sessions, intake, eligibility, target, deadline)
-            return EventAnswer(body, first_time=True)
+            return EventAnswer(body, _decision(eligibility), first_time=True)
         except _AutomaticPairTaken:
             # Queued by a concurrent event for the same pair (or a repeat of this one).
             pair_taken = True
         except _AlreadyReceived:
             break
-    async with sessions() as session:
-        stored = await store.find_answer(session, event.event_id)
+    async with engine.connect() as connection:
+        stored = await store.find_answer(connection, event.event_id)
     if stored is None:
         raise RuntimeError(f"event {event.event_id!r} could not be recorded")
     if stored.request_digest != intake.digest:
         raise EventIdReusedError(event.event_id)
-    return EventAnswer(stored.response_body.encode(), first_time=False)
+    return EventAnswer(stored.response_body.encode(), Decision(stored.decision), first_time=False)

@@ -56,6 +56,20 @@ async def intake_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
         yield connection
 
 
+@asynccontextmanager
+async def session_in_transaction(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """An ORM session in a transaction on the intake connection, committed on exit.
+
+    On PostgreSQL the connection leaves autocommit for this transaction (no second checkout);
+    on SQLite the session joins the transaction the connection already has open.
+    """
+    if connection.dialect.name == "postgresql":
+        await connection.commit()  # closes SQLAlchemy's record of the autocommit reads
+        await connection.execution_options(isolation_level=connection.default_isolation_level)
+    async with AsyncSession(bind=connection, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
 @dataclass(frozen=True)
 class FormativeFacts:
     id: str
@@ -242,7 +256,7 @@ async def _record_event_in_one_statement(
     executor: Executor, record: EventRecord, formative: FormativeFacts, work: StudentWorkFacts
 ) -> bool:
     parameters: dict[str, Any] = {
-        **asdict(record),
+        **vars(record),
         "title": formative.title,
         "organization_id": formative.organization_id,
         "license": formative.license,
@@ -313,6 +327,7 @@ async def _upsert_student_work(executor: Executor, facts: StudentWorkFacts) -> N
 @dataclass(frozen=True)
 class StoredAnswer:
     request_digest: str
+    decision: str
     response_body: str
 
 
@@ -320,9 +335,11 @@ async def find_answer(executor: Executor, event_id: str) -> StoredAnswer | None:
     """The answer given to an event the first time it was received."""
     row = (
         await executor.execute(
-            select(SubmissionEvent.request_digest, SubmissionEvent.response_body).where(
-                SubmissionEvent.event_id == event_id
-            )
+            select(
+                SubmissionEvent.request_digest,
+                SubmissionEvent.decision,
+                SubmissionEvent.response_body,
+            ).where(SubmissionEvent.event_id == event_id)
         )
     ).first()
-    return None if row is None else StoredAnswer(row[0], row[1])
+    return None if row is None else StoredAnswer(*row)

@@ -4,6 +4,7 @@ students launching from it (real id_tokens over loopback, verified against the s
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,47 @@ ADMIN = bearer(ADMIN_KEY)
 EVENTS = bearer(EVENTS_KEY)
 FORMATIVE_ID = "fm-42"
 CLASS_ID = "c-3"
+
+
+SUBMITTED_EVENT: dict[str, Any] = {
+    "event_id": "evt-7f3a",
+    "type": "submitted",
+    "occurred_at": "2026-11-20T14:03:11.250Z",
+    "organization": {"id": "org-9", "license": "school_district"},
+    "formative": {
+        "id": "fm-42",
+        "title": "Fractions quiz",
+        "auto_passback": True,
+        "teacher_ids": ["t-1"],
+        "questions": [{"id": "q1", "points": 2, "grading": "auto"}],
+    },
+    "student": {"id": "s-1", "class_id": "c-3", "name": "Ada L."},
+    "attempt": 1,
+    "submitted_by": "student",
+    "submitted_at": "2026-11-20T14:03:10.900Z",
+    "score": 7,
+    "max_score": 10,
+    "response_url": "https://formative.example/r/abc",
+}
+
+
+DROP = object()
+"""As a value in `event(...)`: leave the field out."""
+
+
+def event(**changes: Any) -> dict[str, Any]:
+    """The SPEC's example event with top-level fields changed (dotted keys reach nested ones)."""
+    body = copy.deepcopy(SUBMITTED_EVENT)
+    for name, value in changes.items():
+        target = body
+        *parents, leaf = name.split(".")
+        for parent in parents:
+            target = target[parent]
+        if value is DROP:
+            target.pop(leaf, None)
+        else:
+            target[leaf] = value
+    return body
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from decimal import Decimal
 from typing import Any
@@ -16,57 +15,21 @@ from app.context import AppContext
 from app.store.models import Formative, PassbackJob, StudentWork, SubmissionEvent
 from tests.api.canvas_world import (
     ADMIN,
+    DROP,
     EVENTS,
+    SUBMITTED_EVENT,
     CanvasWorld,
     canvas_world,
+    event,
     launch_from_canvas,
 )
 from tests.support.sandbox import (  # noqa: F401  (fixtures)
     RunningSandbox,
     ToolKey,
-    sandbox,
-    sandbox_server,
-    tool_key,
+    sandbox_fixture,
+    sandbox_server_fixture,
+    tool_key_fixture,
 )
-
-SUBMITTED_EVENT: dict[str, Any] = {
-    "event_id": "evt-7f3a",
-    "type": "submitted",
-    "occurred_at": "2026-11-20T14:03:11.250Z",
-    "organization": {"id": "org-9", "license": "school_district"},
-    "formative": {
-        "id": "fm-42",
-        "title": "Fractions quiz",
-        "auto_passback": True,
-        "teacher_ids": ["t-1"],
-        "questions": [{"id": "q1", "points": 2, "grading": "auto"}],
-    },
-    "student": {"id": "s-1", "class_id": "c-3", "name": "Ada L."},
-    "attempt": 1,
-    "submitted_by": "student",
-    "submitted_at": "2026-11-20T14:03:10.900Z",
-    "score": 7,
-    "max_score": 10,
-    "response_url": "https://formative.example/r/abc",
-}
-
-
-def event(**changes: Any) -> dict[str, Any]:
-    """The SPEC's example event with top-level fields changed (dotted keys reach nested ones)."""
-    body = copy.deepcopy(SUBMITTED_EVENT)
-    for name, value in changes.items():
-        target = body
-        *parents, leaf = name.split(".")
-        for parent in parents:
-            target = target[parent]
-        if value is DROP:
-            target.pop(leaf, None)
-        else:
-            target[leaf] = value
-    return body
-
-
-DROP = object()
 
 
 async def post_event(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:

@@ -25,9 +25,9 @@ from tests.support.auth import bearer
 from tests.support.sandbox import (  # noqa: F401  (fixtures)
     RunningSandbox,
     ToolKey,
-    sandbox,
-    sandbox_server,
-    tool_key,
+    sandbox_fixture,
+    sandbox_server_fixture,
+    tool_key_fixture,
 )
 
 
