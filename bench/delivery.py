@@ -1,7 +1,7 @@
 """Delivery throughput against the sandbox Canvas, on PostgreSQL.
 
     .venv/bin/python -m bench.delivery [--students 100] [--assignments 30] [--sequential 50]
-                                       [--throttled-assignments 15] [--latency-ms 100]
+                                       [--throttled-assignments 30] [--latency-ms 100]
 
 Makes a throw-away PostgreSQL database (`PASSBACK_TEST_POSTGRES_URL`, default the local
 server) and runs the sandbox Canvas in its own process, with `--latency-ms` added to every
@@ -230,7 +230,8 @@ async def main(arguments: argparse.Namespace) -> None:
         latency = {"latency_ms": arguments.latency_ms, "rules": []}
         print(
             f"PostgreSQL, one instance (worker_concurrency {settings.worker_concurrency}), "
-            f"sandbox at {arguments.latency_ms} ms per AGS call"
+            f"sandbox at {arguments.latency_ms} ms per AGS call; machine load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
 
         # 1. open
@@ -300,7 +301,8 @@ async def main(arguments: argparse.Namespace) -> None:
             f"{100 * call_rate / sustainable:.0f}% of the bucket's sustainable "
             f"{sustainable:.0f} calls/s; throttled {throttled}/{len(ags_calls)} = "
             f"{100 * throttled / max(1, len(ags_calls)):.2f}% of calls; final lane limit "
-            f"{lane.limit if lane else 0:.1f}"
+            f"{lane.limit if lane else 0:.1f}, "
+            f"round trip {1000 * (lane.latency if lane else 0):.0f} ms"
         )
         print(
             json.dumps(
@@ -331,7 +333,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--students", type=int, default=100)
     parser.add_argument("--assignments", type=int, default=30)
     parser.add_argument("--sequential", type=int, default=50)
-    parser.add_argument("--throttled-assignments", type=int, default=15)
+    parser.add_argument("--throttled-assignments", type=int, default=30)
     parser.add_argument("--latency-ms", type=int, default=100)
     return parser.parse_args()
 

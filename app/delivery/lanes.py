@@ -24,7 +24,7 @@ from app.lti.outcomes import Action, Outcome, RetryCode
 
 _STRUGGLING = frozenset({RetryCode.platform_error, RetryCode.timeout, RetryCode.connection_error})
 LATENCY_SMOOTHING = 0.2
-JOBS_PER_SLOT = 4
+JOBS_PER_SLOT = 6
 CAPACITY_WINDOW = 1.0
 """Seconds of answers whose smallest capacity bound caps the limit."""
 
@@ -155,14 +155,12 @@ class Lane:
             pass
         elif remaining is not None and self._above_capacity(remaining, now):
             self.limit = max(policy.min_limit, self._capacity_estimate() - policy.margin)
-        elif remaining is not None and remaining < policy.low_remaining:
-            self._give_back(now)
         elif remaining is not None and remaining < policy.ample_remaining:
             self.slow_start = False
             if remaining >= policy.healthy_remaining and self._busy():
-                # Per round trip, one request more for each request of room beyond the hold
-                # zone: quick while far from the mark, one at a time close to it.
-                room = (remaining - policy.low_remaining) / policy.reservation
+                # Per round trip, one request more for each request of room beyond one:
+                # quick while far from the mark, one at a time close to it.
+                room = remaining / policy.reservation - 1
                 self.limit = min(policy.max_limit, self.limit + room / self.limit)
         elif self._busy():
             step = 1.0 if self.slow_start else 1.0 / self.limit
@@ -179,29 +177,23 @@ class Lane:
         the best estimate.
         """
         estimate = remaining / self.policy.reservation + (self.requests - 1)
+        # A sliding-window minimum: bounds that can never be the smallest again are dropped.
+        while self._estimates and self._estimates[-1][1] >= estimate:
+            self._estimates.pop()
         self._estimates.append((now, estimate))
         horizon = now - max(CAPACITY_WINDOW, 10 * self.latency)
-        while self._estimates and self._estimates[0][0] < horizon:
+        while self._estimates[0][0] < horizon:
             self._estimates.popleft()
         return self.limit > self._capacity_estimate() - self.policy.margin
 
     def _capacity_estimate(self) -> float:
         """Requests the bucket admits at once: a request gets in while the bucket is below
         its mark, so a fraction of a reservation of room still admits one."""
-        return math.ceil(min(estimate for _, estimate in self._estimates))
+        return math.ceil(self._estimates[0][1])
 
     def _busy(self) -> bool:
         """Every slot is taken: the limit, not the supply of work, holds deliveries back."""
         return self.requests >= self.slots
-
-    def _give_back(self, now: float) -> None:
-        """One request fewer, at most once per round trip: an early warning, not a refusal."""
-        self.slow_start = False
-        if now - self._last_decrease < self.latency:
-            return
-        self._last_decrease = now
-        self.limit = max(self.policy.min_limit, self.limit - 1.0)
-        self._slots.resize(self.slots)
 
     def _decrease(self, factor: float, now: float) -> None:
         """At most once per round trip: one congestion event, one cut."""

@@ -25,11 +25,12 @@ class LanePolicy:
     refuses requests once the bucket reaches its high-water mark (600);
     `X-Rate-Limit-Remaining` is the distance to that mark, so 50 remaining is room for one
     more request. While its slots are all busy, a lane grows by one request per answer with
-    ample room, and by one request per round trip for each request of room beyond two with
-    less; it holds with room for two, and gives one request back per round trip with less
-    (an answer lags what is in flight). Answers also bound how many requests the bucket can
-    hold at all; the lane stays `margin` below the tightest recent bound. It halves on 403
-    throttling and 429, and shrinks by `decrease` on 5xx and timeouts.
+    ample room, and by one request per round trip for each request of room beyond one with
+    less; with room for one at most it holds. Answers also bound how many requests the
+    bucket can hold at all (an answer may lag what is in flight, so the tightest bound of
+    the last moments counts): the lane stays `margin` below that, shrinking at once when
+    the bound falls (the bucket filled up: the key's other users, or cost piling up). It
+    halves on 403 throttling and 429, and shrinks by `decrease` on 5xx and timeouts.
     """
 
     initial_limit: float = 4.0
@@ -37,10 +38,8 @@ class LanePolicy:
     max_limit: float = 64.0
     ample_remaining: float = 300.0
     """At or above: one more request per answer (also when a platform sends no header)."""
-    healthy_remaining: float = 150.0
-    """At or above: one more request per round trip (additive increase)."""
-    low_remaining: float = 100.0
-    """Below: one request fewer per round trip."""
+    healthy_remaining: float = 100.0
+    """At or above: grow by a request per round trip per request of room beyond one."""
     reservation: float = 50.0
     """What the platform reserves per request in flight (Canvas: 50)."""
     margin: float = 1.0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -51,6 +52,7 @@ CANVAS_SUBMISSION_EXTENSION = "https://canvas.instructure.com/lti/submission"
 SUBMISSION_TYPE_LTI_LAUNCH = "basic_lti_launch"
 GRADING_FULLY_GRADED = "FullyGraded"
 MAX_PAGES = 1000
+SAFE_ORIGINS_REMEMBERED = 1024
 
 
 # --- Values -----------------------------------------------------------------------------------
@@ -210,6 +212,7 @@ class AgsClient:
         self._clients = itertools.cycle(clients)
         self._tokens = tokens
         self._insecure_hosts = tuple(insecure_hosts)
+        self._safe_origins: set[tuple[str, str, tuple[str, ...]]] = set()
         self._clock = clock
         self._retry = retry or RequestRetry()
 
@@ -315,12 +318,7 @@ class AgsClient:
         gate: RequestGate = UNGATED,
     ) -> list[tuple[Exchange, httpx.Response | None]]:
         """Send with a token; on a generic 401, once more with a fresh token."""
-        try:
-            check_outbound_url(
-                url, allowed_hosts=registration.allowed_hosts, insecure_hosts=self._insecure_hosts
-            )
-        except UnsafeUrlError as exc:
-            raise AgsError(failure(FailureCode.url_not_allowed, str(exc))) from exc
+        self._check_url(registration, url)
         made: list[tuple[Exchange, httpx.Response | None]] = []
         for resend in (False, True):
             token = await self._token(registration, scopes, made)
@@ -355,6 +353,22 @@ class AgsClient:
             if outcome.action is not Action.refresh_token:
                 return made
         return made  # pragma: no cover - the loop returns on its second pass
+
+    def _check_url(self, registration: Registration, url: str) -> None:
+        """The SSRF guard; its verdict depends only on the origin, so it is remembered."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc.lower(), tuple(registration.allowed_hosts))
+        if key in self._safe_origins:
+            return
+        try:
+            check_outbound_url(
+                url, allowed_hosts=registration.allowed_hosts, insecure_hosts=self._insecure_hosts
+            )
+        except UnsafeUrlError as exc:
+            raise AgsError(failure(FailureCode.url_not_allowed, str(exc))) from exc
+        if len(self._safe_origins) >= SAFE_ORIGINS_REMEMBERED:
+            self._safe_origins.clear()
+        self._safe_origins.add(key)
 
     async def _token(
         self,
