@@ -194,7 +194,7 @@ def _is_quickly_retryable(error: BaseException) -> bool:
 
 
 class AgsClient:
-    """AGS calls for any registration; shares the instance's HTTP client and token cache."""
+    """AGS calls for any registration, over the instance's HTTP clients and token cache."""
 
     def __init__(
         self,
