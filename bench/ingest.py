@@ -311,32 +311,38 @@ async def saturate(label: str, base_url: str, bodies: list[bytes], concurrency: 
     return run
 
 
-async def paced(label: str, base_url: str, bodies: list[bytes], rate: float) -> Run:
-    """Open loop: one event every 1/rate s whatever the answers, each on an idle connection
-    (a new one if all are busy); latency from its send time."""
+async def paced(
+    label: str, base_url: str, bodies: list[bytes], rate: float, *, connections: int = 64
+) -> Run:
+    """Open loop: event n is due at n/rate s whatever the answers. Latency counts from when
+    it was due, so waiting for a free connection (at most `connections`) is included: a
+    service that falls behind shows it in p99 instead of slowing the sender down."""
     run = Run(label)
     interval = 1.0 / rate
-    idle: list[httpx.AsyncClient] = []
-    opened: list[httpx.AsyncClient] = []
+    idle = _clients(base_url, connections)
+    opened = list(idle)
+    free = asyncio.Condition()
 
-    async def send_on_idle(body: bytes) -> None:
-        if not idle:
-            opened.extend(_clients(base_url, 1))
-            idle.append(opened[-1])
-        client = idle.pop()
+    async def send_when_free(body: bytes, due: float) -> None:
+        async with free:
+            await free.wait_for(lambda: bool(idle))
+            client = idle.pop()
         try:
-            await _send(client, body, run, since=time.perf_counter())
+            await _send(client, body, run, since=due)
         finally:
-            idle.append(client)
+            async with free:
+                idle.append(client)
+                free.notify()
 
     tasks = []
     try:
         started = time.perf_counter()
         for n, body in enumerate(bodies):
-            delay = started + n * interval - time.perf_counter()
+            due = started + n * interval
+            delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send_on_idle(body)))
+            tasks.append(asyncio.create_task(send_when_free(body, due)))
         await asyncio.gather(*tasks)
         run.seconds = time.perf_counter() - started
     finally:
@@ -402,7 +408,8 @@ async def main(arguments: argparse.Namespace) -> None:
         print(
             f"PostgreSQL intake, one uvicorn process each; {len(load)} events, "
             f"concurrency {arguments.concurrency}; {world.formatives} formatives × "
-            f"{world.students_per_formative} students ({launches} launched from Canvas)",
+            f"{world.students_per_formative} students ({launches} launched from Canvas); "
+            f"database pool {arguments.pool}",
             flush=True,
         )
         await saturate("warm-up", bare_url, warmup, arguments.concurrency)
@@ -457,7 +464,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--formatives", type=int, default=100)
     parser.add_argument("--students", type=int, default=80, help="students per formative")
-    parser.add_argument("--pool", type=int, default=10, help="database pool size")
+    parser.add_argument(
+        "--pool", type=int, default=32, help="database pool size (PASSBACK_DATABASE_POOL_SIZE)"
+    )
     return parser.parse_args()
 
 

@@ -1,10 +1,11 @@
 """Submission-event intake: record what Formative scored, decide automatic passback, and
 queue the delivery when every condition holds (SPEC §2.1, §3).
 
-One transaction per event: the formative's and the student's facts, the decision, the job
-(when eligible) and the event with its answer are committed together or not at all. The
-answer is stored byte for byte, so a repeated `event_id` gets exactly the first answer, even
-when the repeat races the original.
+The student's launch is read first and the decision made in `app.grading`; then one atomic
+write keeps the formative's and the student's facts, the job (when eligible) and the event
+with its answer, together or not at all (one statement on PostgreSQL for an ineligible
+event, one transaction for an eligible one). The answer is stored byte for byte, so a
+repeated `event_id` gets exactly the first answer, even when the repeat races the original.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from app.store.models import JobKind
 
 # ---------------------------------------------------------------------------------------------
 # The event, validated strictly. Scores are exact decimals: the body is parsed with JSON
-# numbers kept as Decimal (see `parse_event`), never through binary floats.
+# numbers kept as Decimal (see `parse_json_exactly`), never through binary floats.
 
 
 def _json_number(value: object) -> object:
@@ -342,14 +343,17 @@ class _Intake:
         )
 
 
-async def _record_not_eligible(
-    connection: AsyncConnection, intake: _Intake, eligibility: Eligibility
+async def _record(
+    executor: AsyncConnection | AsyncSession,
+    intake: _Intake,
+    eligibility: Eligibility,
+    job_id: int | None,
 ) -> bytes:
-    body = _answer(intake.event, eligibility, None)
+    """Record the event with its answer and facts; raises _AlreadyReceived for a known id."""
+    body = _answer(intake.event, eligibility, job_id)
     formative, work = _facts(intake.event)
-    if not await store.record_event(
-        connection, intake.record(eligibility, None, body), formative, work
-    ):
+    record = intake.record(eligibility, job_id, body)
+    if not await store.record_event(executor, record, formative, work):
         raise _AlreadyReceived
     return body
 
@@ -365,13 +369,7 @@ async def _record_and_queue(
         job_id = await _queue(
             session, intake.event, target, now=intake.received_at, deadline=deadline
         )
-        body = _answer(intake.event, eligibility, job_id)
-        formative, work = _facts(intake.event)
-        if not await store.record_event(
-            session, intake.record(eligibility, job_id, body), formative, work
-        ):
-            raise _AlreadyReceived
-    return body
+        return await _record(session, intake, eligibility, job_id)
 
 
 async def receive_event(
@@ -404,7 +402,7 @@ async def receive_event(
                         connection, intake, eligibility, target, deadline
                     )
                 else:
-                    body = await _record_not_eligible(connection, intake, eligibility)
+                    body = await _record(connection, intake, eligibility, None)
             return EventAnswer(body, _decision(eligibility), first_time=True)
         except _AutomaticPairTaken:
             # Queued by a concurrent event for the same pair (or a repeat of this one).
