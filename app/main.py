@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.api import events, jobs, launches, passback, platforms, system, teach
 from app.api.middleware import BodyTooLargeError, RequestContextMiddleware
+from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers, problem_response
 from app.config import Settings
 from app.context import AppContext
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     if context is not None:
         app.state.context = context
     install_problem_handlers(app)
+    install_openapi(app)
     app.add_exception_handler(BodyTooLargeError, _on_body_too_large)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (system, platforms, launches, events, passback, jobs, teach):

@@ -14,6 +14,7 @@ from app.logs import request_id_var
 
 log = logging.getLogger("passback.http")
 REQUEST_ID_HEADER = b"x-request-id"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -45,6 +46,12 @@ class RequestContextMiddleware:
             if declared_length is not None and declared_length > self.max_body_bytes:
                 await self._too_large(scope, receive, send, header)
                 return
+            if declared_length is None and scope["method"] in BODY_METHODS:
+                body = await self._read_capped(receive)
+                if body is None:
+                    await self._too_large(scope, receive, send, header)
+                    return
+                receive = _replay(body, receive)
             await self.app(scope, self._limited(receive), self._tagged(send, header, answered))
         finally:
             if log.isEnabledFor(logging.DEBUG):
@@ -56,6 +63,24 @@ class RequestContextMiddleware:
                     extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)},
                 )
             request_id_var.reset(token)
+
+    async def _read_capped(self, receive: Receive) -> bytes | None:
+        """Read a body sent without Content-Length (chunked); None once it passes the cap.
+
+        Read here, before the app, so the answer can still be a clean 413."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
@@ -91,6 +116,20 @@ class RequestContextMiddleware:
         )
         response.raw_headers.append(header)
         await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The buffered body first, then the client's own messages (e.g. its disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 class BodyTooLargeError(Exception):

@@ -14,6 +14,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# FastAPI's own words when a body cannot be decoded (not UTF-8, not JSON) before validation.
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 log = logging.getLogger("passback.api")
 
 
@@ -135,6 +137,8 @@ async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
+        return problem_response(400, "malformed_json", "The request body is not valid JSON.")
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
     headers = dict(exc.headers) if exc.headers else None
@@ -163,7 +167,9 @@ async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(
         503,
         "database_unavailable",
-        "The database cannot be reached right now; nothing was recorded. Retry shortly.",
+        "The database cannot be reached right now, so this request may not have been "
+        "recorded. Send it again unchanged shortly (repeats are safe: events are idempotent "
+        "on event_id, sends on Idempotency-Key).",
         headers={"Retry-After": "1"},
     )
 

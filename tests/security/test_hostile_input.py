@@ -134,11 +134,6 @@ async def test_a_job_id_beyond_64_bits_is_not_found(client: httpx.AsyncClient, m
 # --- bodies that are not JSON, or too large -------------------------------------------------
 
 
-@pytest.mark.known_bug(
-    "a body that is not UTF-8 JSON is answered 400 code 'http_error' ('There was an error "
-    "parsing the body', FastAPI's own text) by the model-parsed endpoints; only "
-    "/v1/submission-events says 'malformed_json'. app/api/problems.py _on_http could map it."
-)
 @pytest.mark.parametrize(
     ("method", "path", "headers"), JSON_BODY_ENDPOINTS[:3] + JSON_BODY_ENDPOINTS[4:]
 )
@@ -182,18 +177,8 @@ async def test_an_oversized_body_is_refused_before_it_is_read(
     assert response.json()["code"] == "payload_too_large"
 
 
-STREAMED_413_BUG = (
-    "app/api/middleware.py: a body without Content-Length that grows past the limit raises "
-    "BodyTooLargeError inside receive(); FastAPI's body parsing catches every exception and "
-    "answers 400 'There was an error parsing the body' instead of 413 (only the hand-parsed "
-    "/v1/submission-events answers 413). The size is still capped: nothing past the limit "
-    "is read."
-)
-
-
 def streamed_case(method: str, path: str, headers: dict[str, str]) -> Any:
-    marks = [] if path == "/v1/submission-events" else [pytest.mark.known_bug(STREAMED_413_BUG)]
-    return pytest.param(method, path, headers, marks=marks)
+    return pytest.param(method, path, headers)
 
 
 @pytest.mark.parametrize(
@@ -326,12 +311,6 @@ async def test_a_teacher_token_cannot_borrow_another_teachers_identity_by_header
 # --- the documents promise what the answers are ----------------------------------------------
 
 
-@pytest.mark.known_bug(
-    "OpenAPI of app/api/platforms.py: GET and DELETE /v1/platforms/{platform_id} document "
-    "FastAPI's default 422 (HTTPValidationError, application/json) although errors are "
-    "problem+json, and POST/PATCH do not document their 400 malformed-JSON answer "
-    "(schemathesis flags the latter)."
-)
 def test_every_documented_error_answer_is_a_problem_document() -> None:
     document = create_app(Settings(database_url="sqlite+aiosqlite://")).openapi()
     offenders = []
