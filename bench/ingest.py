@@ -1,6 +1,6 @@
 """Event intake on PostgreSQL: events/s and latency, beside a bare FastAPI endpoint.
 
-    .venv/bin/python -m bench.ingest [--events 20000] [--concurrency 64] [--rate 300]
+    .venv/bin/python -m bench.ingest [--events 20000] [--concurrency 32] [--rate 300]
 
 Makes a throw-away PostgreSQL database (`PASSBACK_TEST_POSTGRES_URL`, default the local
 server), seeds a platform and launches, and starts two uvicorn processes the same way: the
@@ -8,7 +8,12 @@ service (one instance, workers off: intake only) and a bare FastAPI app whose on
 parses the JSON body and answers 202. The same httpx load generator then drives each:
 
 1. saturation: `--events` events, `--concurrency` in flight, for events/s and p50/p99;
-2. paced: `--rate` events/s for `--paced-seconds` (open loop), for p50/p99 at that rate.
+2. paced: `--rate` events/s for `--paced-seconds` (open loop), for p50/p99 at that rate;
+3. the service again on `--split` ineligible events, then on `--split` eligible ones (each
+   queues a job), to show what each path costs.
+
+Each line also gives the CPU time the server process spent per request (from /proc), which
+stays meaningful when other work shares the machine and the rates do not.
 
 The event mix is what a class produces: per student `started`, `submitted` (the first one of
 a launched student is queued for automatic passback) and an `updated`; many students share
@@ -70,13 +75,14 @@ class World:
     formatives: int
     students_per_formative: int
     launched_share: float = 0.9
+    name: str = "fm"
 
     def students(self) -> Iterator[tuple[str, str, bool]]:
         """Students of all formatives interleaved, as a school's classes submit side by side."""
         launched_per_formative = int(self.students_per_formative * self.launched_share)
         for s in range(self.students_per_formative):
             for f in range(self.formatives):
-                yield f"fm-{f}", f"s-{f}-{s}", s < launched_per_formative
+                yield f"{self.name}-{f}", f"s-{f}-{s}", s < launched_per_formative
 
 
 def _event(
@@ -112,16 +118,22 @@ def _event(
 BATCH = 200
 
 
-def event_bodies(world: World, count: int, *, prefix: str) -> list[bytes]:
-    """`count` encoded events: per student a started, a submitted and an updated event, in
-    that order; students go in batches of `BATCH`, so every stretch of the run mixes the
-    three kinds."""
+def event_bodies(
+    world: World,
+    count: int,
+    *,
+    prefix: str,
+    kinds: tuple[str, ...] = ("started", "submitted", "updated"),
+    launched_only: bool = False,
+) -> list[bytes]:
+    """`count` encoded events: per student one event of each of `kinds`, in that order;
+    students go in batches of `BATCH`, so every stretch of the run mixes the kinds."""
     start = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
-    students = list(world.students())
+    students = [student for student in world.students() if student[2] or not launched_only]
     bodies: list[bytes] = []
     for first in range(0, len(students), BATCH):
         batch = students[first : first + BATCH]
-        for kind in ("started", "submitted", "updated"):
+        for kind in kinds:
             for formative_id, student_id, _launched in batch:
                 if len(bodies) == count:
                     return bodies
@@ -132,8 +144,8 @@ def event_bodies(world: World, count: int, *, prefix: str) -> list[bytes]:
     return bodies
 
 
-async def seed(database_url: str, world: World) -> int:
-    """A platform and the launches of the launched students; returns how many launches."""
+async def seed(database_url: str, *worlds: World) -> int:
+    """A platform and the launches of the worlds' launched students; returns how many."""
     engine = create_engine(database_url, pool_size=2)
     sessions = create_session_factory(engine)
     now = utc_now()
@@ -152,7 +164,8 @@ async def seed(database_url: str, world: World) -> int:
             )
             session.add(platform)
             await session.flush()
-            for formative_id, student_id, launched in world.students():
+            students = [student for world in worlds for student in world.students()]
+            for formative_id, student_id, launched in students:
                 if not launched:
                     continue
                 await save_launch(
@@ -373,11 +386,12 @@ async def measured(process: subprocess.Popen[bytes], run: Coroutine[Any, Any, Ru
 
 async def main(arguments: argparse.Namespace) -> None:
     world = World(formatives=arguments.formatives, students_per_formative=arguments.students)
+    split_world = World(formatives=20, students_per_formative=120, name="split")
     database_url = await databases.create_postgres_database()
     processes: list[subprocess.Popen[bytes]] = []
     try:
         await upgrade_to_head_async(database_url)
-        launches = await seed(database_url, world)
+        launches = await seed(database_url, world, split_world)
         var_dir = tempfile.mkdtemp(prefix="passback-bench-")
         service_env = {
             "PASSBACK_DATABASE_URL": database_url,
@@ -408,12 +422,12 @@ async def main(arguments: argparse.Namespace) -> None:
         print(
             f"PostgreSQL intake, one uvicorn process each; {len(load)} events, "
             f"concurrency {arguments.concurrency}; {world.formatives} formatives × "
-            f"{world.students_per_formative} students ({launches} launched from Canvas); "
+            f"{world.students_per_formative} students; {launches} launches; "
             f"database pool {arguments.pool}",
             flush=True,
         )
         await saturate("warm-up", bare_url, warmup, arguments.concurrency)
-        await saturate("warm-up", service_url, warmup, arguments.concurrency)
+        service_runs = [await saturate("warm-up", service_url, warmup, arguments.concurrency)]
         bare_run = await measured(
             bare, saturate("bare FastAPI endpoint", bare_url, load, arguments.concurrency)
         )
@@ -423,6 +437,7 @@ async def main(arguments: argparse.Namespace) -> None:
             saturate("passback /v1/submission-events", service_url, load, arguments.concurrency),
         )
         print(report(service_run), flush=True)
+        service_runs.append(service_run)
         paced_run = await measured(
             service,
             paced(
@@ -433,12 +448,26 @@ async def main(arguments: argparse.Namespace) -> None:
             ),
         )
         print(report(paced_run), flush=True)
+        service_runs.append(paced_run)
+
+        for label, kinds in (
+            ("passback, ineligible events only", ("started",)),
+            ("passback, eligible events only", ("submitted",)),
+        ):
+            split = event_bodies(
+                split_world, arguments.split, prefix=kinds[0], kinds=kinds, launched_only=True
+            )
+            split_run = await measured(
+                service, saturate(label, service_url, split, arguments.concurrency)
+            )
+            print(report(split_run), flush=True)
+            service_runs.append(split_run)
 
         share = service_run.rate / bare_run.rate if bare_run.rate else 0.0
-        queued = service_run.decisions["queued"] + paced_run.decisions["queued"]
+        queued = sum(run.decisions["queued"] for run in service_runs)
         jobs = await automatic_jobs(database_url)
-        print(f"decisions (saturation): {dict(service_run.decisions)}")
-        print(f"jobs queued by the measured runs: {queued}; jobs in the database: {jobs}")
+        print(f"decisions in the saturation run: {dict(service_run.decisions)}")
+        print(f"answers 'queued' in all runs: {queued}; jobs in the database: {jobs}")
         print(
             f"service/bare: {share:.0%} (target ≥ 40%); events/s: {service_run.rate:.0f} "
             f"(target ≥ 1,000); p99 at {arguments.rate:.0f}/s: "
@@ -462,6 +491,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=300.0)
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--split", type=int, default=2000, help="events of each kind measured apart after"
+    )
     parser.add_argument("--formatives", type=int, default=100)
     parser.add_argument("--students", type=int, default=80, help="students per formative")
     parser.add_argument(
