@@ -26,17 +26,26 @@ async def test_readyz_is_ok_when_database_is_at_head(client: httpx.AsyncClient) 
     assert response.json()["status"] == "ok"
 
 
+UNREACHABLE_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
+
+
+async def get_on_database(
+    database_url: str, path: str, tmp_path: Path, keys_dir: Path, **headers: str
+) -> httpx.Response:
+    """One request to an app whose database is `database_url` (unreachable, empty, …)."""
+    context = AppContext.build(make_settings(database_url, tmp_path, keys_dir))
+    transport = httpx.ASGITransport(app=create_app(context=context), raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get(path, headers=headers)
+    finally:
+        await context.close()
+
+
 async def test_readyz_is_503_when_the_database_is_unreachable(
     tmp_path: Path, tool_keys_dir: Path
 ) -> None:
-    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
-    context = AppContext.build(make_settings(unreachable, tmp_path, tool_keys_dir))
-    transport = httpx.ASGITransport(app=create_app(context=context))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/readyz")
-    finally:
-        await context.close()
+    response = await get_on_database(UNREACHABLE_DATABASE, "/readyz", tmp_path, tool_keys_dir)
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
 
@@ -45,13 +54,7 @@ async def test_readyz_is_503_when_the_schema_was_never_migrated(
     tmp_path: Path, tool_keys_dir: Path
 ) -> None:
     empty = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-    context = AppContext.build(make_settings(empty, tmp_path, tool_keys_dir))
-    transport = httpx.ASGITransport(app=create_app(context=context))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/readyz")
-    finally:
-        await context.close()
+    response = await get_on_database(empty, "/readyz", tmp_path, tool_keys_dir)
     assert response.status_code == 503
     assert response.json()["status"] == "schema_behind"
 
@@ -59,14 +62,9 @@ async def test_readyz_is_503_when_the_schema_was_never_migrated(
 async def test_a_request_while_the_database_is_down_gets_a_503_problem(
     tmp_path: Path, tool_keys_dir: Path
 ) -> None:
-    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
-    context = AppContext.build(make_settings(unreachable, tmp_path, tool_keys_dir))
-    transport = httpx.ASGITransport(app=create_app(context=context), raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/v1/platforms", headers=bearer(ADMIN_KEY))
-    finally:
-        await context.close()
+    response = await get_on_database(
+        UNREACHABLE_DATABASE, "/v1/platforms", tmp_path, tool_keys_dir, **bearer(ADMIN_KEY)
+    )
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "database_unavailable"
