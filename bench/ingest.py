@@ -5,7 +5,8 @@
 Makes a throw-away PostgreSQL database (`PASSBACK_TEST_POSTGRES_URL`, default the local
 server), seeds a platform and launches, and starts two uvicorn processes the same way: the
 service (one instance, workers off: intake only) and a bare FastAPI app whose one endpoint
-parses the JSON body and answers 202. The same httpx load generator then drives each:
+parses the JSON body and answers 202. The same load generator (keep-alive HTTP/1.1 over
+asyncio streams on uvloop, the bodies encoded beforehand) then drives each:
 
 1. saturation: `--events` events, `--concurrency` in flight, for events/s and p50/p99;
 2. paced: `--rate` events/s for `--paced-seconds` (open loop), for p50/p99 at that rate;
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -281,46 +283,81 @@ class Run:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
 
 
-def _clients(base_url: str, count: int) -> list[httpx.AsyncClient]:
-    """One keep-alive connection per client: httpx's pool slows down sharply when one client
-    multiplexes dozens of connections, which would measure the load generator instead."""
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    headers = {"Authorization": f"Bearer {EVENTS_KEY}", "Content-Type": "application/json"}
-    return [
-        httpx.AsyncClient(base_url=base_url, limits=limits, headers=headers, timeout=30)
-        for _ in range(count)
-    ]
+class Connection:
+    """One keep-alive HTTP/1.1 connection posting pre-built requests.
+
+    Raw asyncio streams rather than httpx: the load generator shares the machine with the
+    servers, and httpx costs several times the bare endpoint's own CPU per request, so it
+    would measure the generator. Both endpoints are driven by the same code."""
+
+    def __init__(self, base_url: str) -> None:
+        address = base_url.removeprefix("http://")
+        self.host, port = address.rsplit(":", 1)
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def request(self, body: bytes) -> bytes:
+        head = (
+            f"POST /v1/submission-events HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: Bearer {EVENTS_KEY}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
-async def _send(client: httpx.AsyncClient, body: bytes, run: Run, *, since: float) -> None:
+def _connections(base_url: str, count: int) -> list[Connection]:
+    return [Connection(base_url) for _ in range(count)]
+
+
+async def _send(connection: Connection, body: bytes, run: Run, *, since: float) -> None:
     try:
-        response = await client.post("/v1/submission-events", content=body)
-    except httpx.HTTPError as exc:
+        status, answer = await connection.post(connection.request(body))
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
         run.errors[type(exc).__name__] += 1
+        await connection.close()
         return
     run.latencies.append(time.perf_counter() - since)
-    run.statuses[response.status_code] += 1
-    if response.status_code in (200, 202):
-        decision = response.json().get("decision", "?")
-        run.decisions[decision] += 1
+    run.statuses[status] += 1
+    if status in (200, 202):
+        run.decisions[json.loads(answer).get("decision", "?")] += 1
 
 
 async def saturate(label: str, base_url: str, bodies: list[bytes], concurrency: int) -> Run:
     """Closed loop: `concurrency` senders, each sending its next event when answered."""
     run = Run(label)
     pending = iter(bodies)
-    clients = _clients(base_url, concurrency)
+    connections = _connections(base_url, concurrency)
 
-    async def sender(client: httpx.AsyncClient) -> None:
+    async def sender(connection: Connection) -> None:
         for body in pending:
-            await _send(client, body, run, since=time.perf_counter())
+            await _send(connection, body, run, since=time.perf_counter())
 
     try:
         started = time.perf_counter()
-        await asyncio.gather(*(sender(client) for client in clients))
+        await asyncio.gather(*(sender(connection) for connection in connections))
         run.seconds = time.perf_counter() - started
     finally:
-        await asyncio.gather(*(client.aclose() for client in clients))
+        await asyncio.gather(*(connection.close() for connection in connections))
     return run
 
 
@@ -332,19 +369,19 @@ async def paced(
     service that falls behind shows it in p99 instead of slowing the sender down."""
     run = Run(label)
     interval = 1.0 / rate
-    idle = _clients(base_url, connections)
+    idle = _connections(base_url, connections)
     opened = list(idle)
     free = asyncio.Condition()
 
     async def send_when_free(body: bytes, due: float) -> None:
         async with free:
             await free.wait_for(lambda: bool(idle))
-            client = idle.pop()
+            connection = idle.pop()
         try:
-            await _send(client, body, run, since=due)
+            await _send(connection, body, run, since=due)
         finally:
             async with free:
-                idle.append(client)
+                idle.append(connection)
                 free.notify()
 
     tasks = []
@@ -359,7 +396,7 @@ async def paced(
         await asyncio.gather(*tasks)
         run.seconds = time.perf_counter() - started
     finally:
-        await asyncio.gather(*(client.aclose() for client in opened))
+        await asyncio.gather(*(connection.close() for connection in opened))
     return run
 
 
@@ -503,4 +540,4 @@ def parse_arguments() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_arguments()))
+    uvloop.run(main(parse_arguments()))
