@@ -14,15 +14,18 @@ in the caller's transaction. Either way:
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, exists, func, select, text
+from sqlalchemy import ClauseElement, and_, bindparam, exists, func, select, text
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.store.models import (
     Formative,
@@ -46,11 +49,12 @@ def _dialect_name(executor: Executor) -> str:
 
 @asynccontextmanager
 async def intake_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for reading the target and recording one event: autocommit on
-    PostgreSQL (`record_event` is a single statement there), a transaction on SQLite."""
+    """A connection for reading the target and recording one event. On PostgreSQL no
+    transaction is opened: the read and an ineligible event's record are single statements
+    run on the driver (each atomic on its own); on SQLite, a transaction."""
     if engine.dialect.name == "postgresql":
         async with engine.connect() as connection:
-            yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
         return
     async with engine.begin() as connection:
         yield connection
@@ -58,16 +62,55 @@ async def intake_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
 
 @asynccontextmanager
 async def session_in_transaction(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
-    """An ORM session in a transaction on the intake connection, committed on exit.
-
-    On PostgreSQL the connection leaves autocommit for this transaction (no second checkout);
-    on SQLite the session joins the transaction the connection already has open.
-    """
-    if connection.dialect.name == "postgresql":
-        await connection.commit()  # closes SQLAlchemy's record of the autocommit reads
-        await connection.execution_options(isolation_level=connection.default_isolation_level)
+    """An ORM session in a transaction on the intake connection, committed on exit (on
+    SQLite it joins the transaction the connection already has open)."""
     async with AsyncSession(bind=connection, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+class _DriverStatement:
+    """A statement compiled once for asyncpg and run on the driver's own connection: on the
+    intake's hot path SQLAlchemy's per-execution work costs more CPU than asyncpg's.
+
+    Errors come out as SQLAlchemy's (DBAPIError and its kinds, with the SQLSTATE), and a
+    connection found closed is invalidated, as if run through SQLAlchemy.
+    """
+
+    def __init__(self, statement: ClauseElement) -> None:
+        dialect = asyncpg_dialect()  # type: ignore[no-untyped-call]  # (untyped in SQLAlchemy)
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self.sql = compiled.string
+        self.names = list(compiled.positiontup or ())
+        self.fixed = dict(compiled.params)
+
+    async def fetchrow(self, connection: AsyncConnection, values: Mapping[str, Any]) -> Any:
+        arguments = [values[name] if name in values else self.fixed[name] for name in self.names]
+        pooled = await connection.get_raw_connection()
+        driver = pooled.driver_connection
+        assert driver is not None
+        try:
+            return await driver.fetchrow(self.sql, *arguments)
+        except Exception as error:
+            await _raise_as_sqlalchemy(connection, pooled.dbapi_connection, error, self.sql)
+            raise
+
+
+async def _raise_as_sqlalchemy(
+    connection: AsyncConnection, adapted: Any, error: Exception, sql: str
+) -> None:
+    dialect = connection.dialect
+    try:
+        adapted._handle_exception(error)  # raises the DBAPI-level translation of asyncpg's error
+    except dialect.loaded_dbapi.Error as dbapi_error:
+        closed = dialect.is_disconnect(dbapi_error, adapted, None)
+        if closed:
+            await connection.invalidate()
+        raise DBAPIError.instance(
+            sql, None, dbapi_error, dialect.loaded_dbapi.Error, connection_invalidated=closed
+        ) from error
+    except Exception:
+        if adapted._connection.is_closed():
+            await connection.invalidate()
 
 
 @dataclass(frozen=True)
@@ -136,18 +179,24 @@ _TARGET_QUERY = (
 )
 
 
+_TARGET_QUERY_ON_DRIVER = _DriverStatement(_TARGET_QUERY)
+
+
 async def find_passback_target(
     executor: Executor, formative_id: str, student_id: str
 ) -> PassbackTarget | None:
     """The launch, whether its platform is active, and whether an automatic passback was
     already queued for its (line item, student) pair; one query."""
-    result = await executor.execute(
-        _TARGET_QUERY, {"formative_id": formative_id, "student_id": student_id}
-    )
-    row = result.first()
+    values = {"formative_id": formative_id, "student_id": student_id}
+    if isinstance(executor, AsyncConnection) and executor.dialect.name == "postgresql":
+        row = await _TARGET_QUERY_ON_DRIVER.fetchrow(executor, values)
+    else:
+        row = (await executor.execute(_TARGET_QUERY, values)).first()
     if row is None:
         return None
     platform_id, active, lineitem_url, lti_user_id, scopes, job_exists = row
+    if isinstance(scopes, str):  # JSON text, as SQLAlchemy's asyncpg codec hands it over
+        scopes = json.loads(scopes)
     return PassbackTarget(
         platform_id=platform_id,
         platform_active=bool(active),
@@ -252,6 +301,9 @@ SELECT count(*) FROM event
 )
 
 
+_RECORD_EVENT_ON_DRIVER = _DriverStatement(_RECORD_EVENT_POSTGRESQL)
+
+
 async def _record_event_in_one_statement(
     executor: Executor, record: EventRecord, formative: FormativeFacts, work: StudentWorkFacts
 ) -> bool:
@@ -273,6 +325,9 @@ async def _record_event_in_one_statement(
         "submitted_at": work.submitted_at,
         "response_url": work.response_url,
     }
+    if isinstance(executor, AsyncConnection):
+        row = await _RECORD_EVENT_ON_DRIVER.fetchrow(executor, parameters)
+        return bool(row[0])
     inserted = (await executor.execute(_RECORD_EVENT_POSTGRESQL, parameters)).scalar_one()
     return bool(inserted)
 
