@@ -325,11 +325,10 @@ async def _record_event_in_one_statement(
         "submitted_at": work.submitted_at,
         "response_url": work.response_url,
     }
-    if isinstance(executor, AsyncConnection):
-        row = await _RECORD_EVENT_ON_DRIVER.fetchrow(executor, parameters)
-        return bool(row[0])
-    inserted = (await executor.execute(_RECORD_EVENT_POSTGRESQL, parameters)).scalar_one()
-    return bool(inserted)
+    # In a session's transaction too: the driver's connection is the one in that transaction.
+    connection = executor if isinstance(executor, AsyncConnection) else await executor.connection()
+    row = await _RECORD_EVENT_ON_DRIVER.fetchrow(connection, parameters)
+    return bool(row[0])
 
 
 async def _record_event_step_by_step(

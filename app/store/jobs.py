@@ -119,7 +119,10 @@ async def enqueue_job(
         updated_at=now,
     )
     await _insert_job(session, job)
-    await session.execute(_SUPERSEDE_PENDING_OF_PAIR, {"b_key": key, "b_job": job.id, "b_now": now})
+    connection = await session.connection()
+    await connection.execute(
+        _SUPERSEDE_PENDING_OF_PAIR, {"b_key": key, "b_job": job.id, "b_now": now}
+    )
     return job
 
 
@@ -156,7 +159,8 @@ async def _insert_job(session: AsyncSession, job: PassbackJob) -> None:
         if attribute in job.__dict__
     }
     await session.flush()  # the caller's pending rows (a batch) first; free when there are none
-    job.id = (await session.execute(_INSERT_JOB, values)).scalar_one()
+    connection = await session.connection()  # Core statements skip the ORM's execute path
+    job.id = (await connection.execute(_INSERT_JOB, values)).scalar_one()
     make_transient_to_detached(job)
     session.add(job)
 
