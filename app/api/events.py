@@ -14,9 +14,9 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from app.api.auth import EventsCaller
-from app.api.deps import Context
+from app.api.auth import BEARER_SECURITY, caller_with_scope
 from app.api.problems import ProblemError, problem_responses
+from app.context import AppContext
 from app.intake.events import (
     Decision,
     EventDecision,
@@ -88,7 +88,8 @@ async def _parse(request: Request) -> SubmissionEventIn:
         "requestBody": {
             "required": True,
             "content": {JSON_MEDIA_TYPE: {"schema": _inline_schema(SubmissionEventIn)}},
-        }
+        },
+        **BEARER_SECURITY,
     },
     summary="Report a submission event",
     description="Records what Formative knows of the student's work and decides automatic "
@@ -96,7 +97,10 @@ async def _parse(request: Request) -> SubmissionEventIn:
     "Idempotent on `event_id`: a repeat answers 200 with the first answer byte for byte; "
     "the same `event_id` with a different event is a 409 `event_id_reused`.",
 )
-async def submit_event(request: Request, context: Context, _caller: EventsCaller) -> Response:
+async def submit_event(request: Request) -> Response:
+    # No FastAPI dependencies on this hot path: their resolution cost more than the work.
+    context: AppContext = request.app.state.context
+    await caller_with_scope(request, context, "events")
     event = await _parse(request)
     try:
         answer = await receive_event(
