@@ -78,13 +78,24 @@ def serve(
 
 
 @cli.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve /metrics and /healthz on this port (default: no HTTP at all).",
+            envvar="PASSBACK_WORKER_METRICS_PORT",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface of the metrics port (0.0.0.0 in a container).")
+    ] = "127.0.0.1",
+) -> None:
     """Run delivery workers only (no HTTP API), so API and workers scale separately."""
     settings = _settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
     from app.serve import run_workers_only
 
-    asyncio.run(run_workers_only(settings))
+    asyncio.run(run_workers_only(settings, metrics_host=metrics_host, metrics_port=metrics_port))
 
 
 @cli.command()

@@ -104,21 +104,40 @@ async def run_service(
         task.result()
 
 
-async def run_workers_only(settings: Settings) -> None:
-    """Deliver jobs without serving HTTP until SIGINT/SIGTERM; then finish or release."""
+async def run_workers_only(
+    settings: Settings, *, metrics_host: str = "127.0.0.1", metrics_port: int | None = None
+) -> None:
+    """Deliver jobs until SIGINT/SIGTERM; then finish or release. With `metrics_port`, serve
+    /metrics and /healthz there (app.worker_http), nothing else."""
     context = AppContext.build(settings)
     engine = DeliveryEngine(context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    watched: list[asyncio.Task[Any]] = [stopping]
+    server: uvicorn.Server | None = None
+    if metrics_port is not None:
+        from app.worker_http import create_worker_app
+
+        # Listening first: a port in use ends the process before any job is claimed.
+        server = _server(create_worker_app(context, engine), metrics_host, metrics_port)
+        serving = asyncio.create_task(server.serve())  # it ends on SIGINT/SIGTERM too
+        watched.append(serving)
+        while not server.started:
+            if serving.done():
+                break
+            await asyncio.sleep(0.02)
     await engine.start()
     log.info("delivery workers running as %s", engine.owner)
-    stopping = asyncio.create_task(stop.wait())
     try:
         assert engine.runner is not None
-        await asyncio.wait([stopping, engine.runner], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*watched, engine.runner], return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
         await engine.stop()
+        if server is not None:
+            server.should_exit = True
+        await asyncio.gather(*watched, return_exceptions=True)
         await context.close()

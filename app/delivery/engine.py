@@ -3,8 +3,14 @@
 One loop claims work lane by lane (one lane per platform registration, each with its own
 adaptive limit on requests in flight) while an instance-wide limit caps all requests in
 flight. Claims are batched, results are written in batches by a writer task, and leases are
-renewed while attempts run; any instance returns the jobs of a worker whose leases ran out.
-Stopping lets running attempts finish for a grace period, then releases the rest.
+renewed while attempts run (and while their results wait to be written); any instance returns
+the jobs of a worker whose leases ran out. Stopping lets running attempts finish for a grace
+period, then releases the rest.
+
+The database may go away at any moment: every background step (claiming, renewing leases,
+writing results) survives any error, logs an outage once (app.delivery.health), waits a little
+longer each time, and carries on when the database is back; results wait in memory meanwhile
+and are written then.
 
     engine = DeliveryEngine(context)
     await engine.start()        # in a lifespan; `await engine.stop()` on the way out
@@ -22,10 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.delivery.attempt import RELEASED, Attempt, SharedReads
+from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, SharedReads
+from app.delivery.health import DatabaseHealth
 from app.delivery.lanes import Lane, Slots
 from app.delivery.policy import DeliveryPolicy
 from app.logs import job_id_var
@@ -40,8 +47,9 @@ log = logging.getLogger("passback.delivery")
 
 OWNER_LENGTH = 64
 CLAIM_CONFLICT_RETRIES = 3
-WRITE_RETRY_SECONDS = 1.0
 FINAL_WRITE_SECONDS = 30.0
+CLAIMING = "claiming jobs"
+WRITING = "writing delivery results"
 
 
 @dataclass
@@ -60,9 +68,9 @@ class EngineStats:
     write_batches: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class _CachedPlatform:
-    platform: Platform | None
+    platform: PlatformInfo | None
     read_at: float
 
 
@@ -114,6 +122,7 @@ class DeliveryEngine:
         self._platforms: dict[str, _CachedPlatform] = {}
         self._attempts: dict[asyncio.Task[None], Attempt] = {}
         self._results: list[store.JobFinish] = []
+        self._writing: list[store.JobFinish] = []
         self._results_ready = asyncio.Event()
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -125,6 +134,9 @@ class DeliveryEngine:
         self._grace = self.policy.shutdown_grace
         self._maintained_at = -float("inf")
         self._discovered_at = -float("inf")
+        self.health = DatabaseHealth(
+            first=self.policy.database_retry_first, maximum=self.policy.database_retry_max
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -155,13 +167,12 @@ class DeliveryEngine:
             while not self._stopping.is_set():
                 try:
                     started = await self._round()
-                except (OperationalError, DBAPIError) as exc:
-                    log.warning("delivery round failed (database): %s", exc)
-                    started = 0
-                except Exception:
-                    # Keep delivering: one bad round must not stop the instance's workers.
-                    log.exception("delivery round failed")
-                    started = 0
+                except Exception as exc:
+                    # Keep delivering: a failed round (the database away, a bug) must not stop
+                    # the instance's workers; attempts under way go on meanwhile.
+                    await self._pause(self.health.failed(CLAIMING, exc))
+                    continue
+                self.health.recovered(CLAIMING)
                 if started == 0 or self._saturated():
                     await self._wait_for_change(self.policy.poll_interval)
         finally:
@@ -213,8 +224,13 @@ class DeliveryEngine:
 
     # --- claiming -----------------------------------------------------------------------------
 
+    def _busy_jobs(self) -> int:
+        """Jobs under way, not counting those waiting in a throttled lane (they would hold up
+        the other platforms' lanes)."""
+        return sum(1 for attempt in self._attempts.values() if not attempt.progress.holding)
+
     def _saturated(self) -> bool:
-        return len(self._attempts) >= self.policy.max_jobs
+        return self._busy_jobs() >= self.policy.max_jobs
 
     def _wake_lanes(self) -> None:
         for lane in self._lanes.values():
@@ -226,7 +242,7 @@ class DeliveryEngine:
         loop_now = time.monotonic()
         if discover or loop_now - self._discovered_at >= self.policy.poll_interval:
             await self._discover()
-        free = self.policy.max_jobs - len(self._attempts)
+        free = self.policy.max_jobs - self._busy_jobs()
         if free <= 0:
             return 0
         wanted: list[tuple[Lane, int]] = []
@@ -264,12 +280,12 @@ class DeliveryEngine:
 
     async def _claim(
         self, wanted: Sequence[tuple[Lane, int]]
-    ) -> list[tuple[PassbackJob, Platform | None]]:
+    ) -> list[tuple[PassbackJob, PlatformInfo | None]]:
         now = self._context.clock()
         for conflict in range(CLAIM_CONFLICT_RETRIES):
             try:
                 async with transaction(self._context.sessions) as session:
-                    claimed: list[tuple[PassbackJob, Platform | None]] = []
+                    claimed: list[tuple[PassbackJob, PlatformInfo | None]] = []
                     for lane, count in wanted:
                         jobs = await store.claim_jobs(
                             session,
@@ -291,18 +307,21 @@ class DeliveryEngine:
                 log.info("claim conflict on a pair in flight elsewhere (try %d)", conflict + 1)
         return []
 
-    async def _platform(self, session: AsyncSession, platform_id: str) -> Platform | None:
+    async def _platform(self, session: AsyncSession, platform_id: str) -> PlatformInfo | None:
+        """The registration's values, read at most every `platform_refresh` seconds (a copy:
+        the row itself expires when the transaction that read it rolls back)."""
         cached = self._platforms.get(platform_id)
         loop_now = time.monotonic()
         if cached is not None and loop_now - cached.read_at < self.policy.platform_refresh:
             return cached.platform
-        platform = await session.get(Platform, platform_id)
+        row = await session.get(Platform, platform_id)
+        platform = None if row is None else PlatformInfo.of(row)
         self._platforms[platform_id] = _CachedPlatform(platform, loop_now)
         return platform
 
     # --- attempts -----------------------------------------------------------------------------
 
-    def _launch(self, job: PassbackJob, platform: Platform | None) -> None:
+    def _launch(self, job: PassbackJob, platform: PlatformInfo | None) -> None:
         lane = self._lanes[job.platform_id]
         attempt = Attempt(
             job,
@@ -328,7 +347,7 @@ class DeliveryEngine:
             raise
         except Exception:
             log.exception("delivery of job %s crashed; it will be retried", attempt.job.id)
-            tries = attempt.job.attempt_count + 1
+            tries = attempt.job.tries_since_queued + 1
             finish = attempt.released(delay=self.policy.backoff(tries), code="crashed")
         finally:
             lane.jobs -= 1
@@ -371,6 +390,11 @@ class DeliveryEngine:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds` (a database retry), or less if the engine is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     async def _wait_for_change(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), seconds)
@@ -379,19 +403,24 @@ class DeliveryEngine:
     # --- leases -------------------------------------------------------------------------------
 
     async def _maintain(self, *, force: bool = False) -> None:
-        """Renew our leases and return expired ones (any instance's) to the queue."""
+        """Renew our leases and return expired ones (any instance's) to the queue.
+
+        Jobs whose results wait to be written are still ours: their leases are renewed too,
+        so a database that was away for longer than a lease finds them still leased to us.
+        """
         loop_now = time.monotonic()
         interval = self.policy.lease.total_seconds() / 4
         if not force and loop_now - self._maintained_at < interval:
             return
-        self._maintained_at = loop_now
         now = self._context.clock()
         held = [attempt.job.id for attempt in self._attempts.values()]
+        held += [finish.job_id for finish in (*self._results, *self._writing)]
         async with transaction(self._context.sessions) as session:
             await store.renew_leases(
                 session, owner=self.owner, job_ids=held, now=now, lease=self.policy.lease
             )
             released = await store.release_expired_leases(session, now=now)
+        self._maintained_at = loop_now
         if released:
             log.warning("returned %d jobs whose worker stopped to the queue", len(released))
             self.wake()
@@ -426,14 +455,16 @@ class DeliveryEngine:
                 await self._writer_idle.wait()
 
     async def _write_loop(self) -> None:
+        """Write results as they come; whatever fails, keep them and try again later."""
         while True:
             await self._results_ready.wait()
             await asyncio.sleep(self.policy.flush_delay)
             try:
                 await self._write_pending()
-            except (OperationalError, DBAPIError) as exc:
-                log.warning("writing delivery results failed, retrying: %s", exc)
-                await asyncio.sleep(WRITE_RETRY_SECONDS)
+            except Exception as exc:
+                await asyncio.sleep(self.health.failed(WRITING, exc))
+            else:
+                self.health.recovered(WRITING)
 
     async def _write_pending(self) -> None:
         self._results_ready.clear()
@@ -441,6 +472,7 @@ class DeliveryEngine:
         if not batch:
             self._writer_idle.set()
             return
+        self._writing = batch
         try:
             async with transaction(self._context.sessions) as session:
                 await store.finish_jobs(session, batch)
@@ -448,6 +480,8 @@ class DeliveryEngine:
             self._results[:0] = batch
             self._results_ready.set()
             raise
+        finally:
+            self._writing = []
         self.stats.write_batches += 1
         if not self._results:
             self._writer_idle.set()

@@ -8,6 +8,12 @@ another's deliveries.
 
 The engine keeps up to `JOBS_PER_SLOT` jobs per slot under way, so slots stay busy while jobs
 wait for a shared line item read or for the database.
+
+When the platform throttles (Canvas's 403 "Rate Limit Exceeded", or a 429), the whole lane
+pauses: requests wait in line instead of each being refused and backed off on its own. When the
+pause ends one request, the oldest waiting, probes the platform; if it is throttled too, the
+pause doubles and the prober goes to the back of the line; once a probe gets through, the line
+moves again. So a storm costs the lane one refused request per pause, spread over its jobs.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from app.delivery.policy import LanePolicy
 from app.lti.outcomes import Action, Outcome, RetryCode
@@ -79,6 +86,10 @@ class Lane:
     instance-wide cap on requests in flight, `worker_concurrency`).
     """
 
+    holds_throttled = True
+    """Requests wait out the platform's throttling in `slot`: a throttled call may be resent
+    at once (app.lti.ags.RequestGate)."""
+
     def __init__(self, platform_id: str, policy: LanePolicy, shared: Slots) -> None:
         self.platform_id = platform_id
         self.policy = policy
@@ -94,12 +105,28 @@ class Lane:
         self._slots = Slots(self.slots)
         self._shared = shared
         self._last_decrease = -math.inf
-        self._paused_until = -math.inf
         self._estimates: deque[tuple[float, float]] = deque()
+        # Throttling: the pause, the probe in flight, and the requests waiting in line.
+        self.storm = 0
+        """Throttled probes in a row (0: the lane is open)."""
+        self._paused_until = -math.inf
+        self._prober: asyncio.Task[Any] | None = None
+        self._line: deque[tuple[asyncio.Future[None], asyncio.Task[Any] | None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def slots(self) -> int:
         return max(1, math.floor(self.limit))
+
+    @property
+    def throttled(self) -> bool:
+        """The platform throttles this lane: requests wait for the pause, then a probe."""
+        return self.storm > 0
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when not paused)."""
+        return max(0.0, self._paused_until - time.monotonic())
 
     @property
     def requests(self) -> int:
@@ -112,8 +139,10 @@ class Lane:
 
     @property
     def free_jobs(self) -> int:
-        """How many more jobs the lane can take on now."""
-        return max(0, self.slots * JOBS_PER_SLOT - self.jobs)
+        """How many more jobs the lane can take on now. While throttled, a slot's worth at
+        most: due jobs wait in the queue rather than in the engine, yet one can probe."""
+        slots = 1 if self.storm else self.slots
+        return max(0, slots * JOBS_PER_SLOT - self.jobs)
 
     # --- the gate (app.lti.ags.RequestGate) ---------------------------------------------------
 
@@ -122,14 +151,22 @@ class Lane:
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        pause = self._paused_until - time.monotonic()
-        if pause > 0:
-            await asyncio.sleep(pause)
-        await self._slots.acquire()
+        while True:
+            probe = await self._turn()
+            try:
+                await self._slots.acquire()
+            except BaseException:
+                self._probe_gone()
+                raise
+            if probe or not self.storm:
+                break
+            # Throttling began while this request waited for a slot: back into the line.
+            self._slots.release()
         try:
             await self._shared.acquire()
         except BaseException:
             self._slots.release()
+            self._probe_gone()
             raise
         started = time.monotonic()
         try:
@@ -138,6 +175,91 @@ class Lane:
             self._shared.release()
             self._slots.release()
             self.latency += LATENCY_SMOOTHING * (time.monotonic() - started - self.latency)
+            self._probe_gone()
+
+    async def _turn(self) -> bool:
+        """Wait while the lane is throttled; True when this request is to probe the platform."""
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        while self.storm:
+            if self._prober is not None and self._prober is me:
+                return True
+            if self._prober is None and not self._line and time.monotonic() >= self._paused_until:
+                self._prober = me
+                return True
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._line.append((waiter, me))
+            self._arm()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if (waiter, me) in self._line:
+                    self._line.remove((waiter, me))
+                self._probe_gone()  # a turn given to this request passes on
+                raise
+        return False
+
+    def _arm(self) -> None:
+        """Give the next in line its turn when the pause ends (unless a probe is out)."""
+        if self._timer is None and self._prober is None and self.storm:
+            delay = max(0.0, self._paused_until - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._pause_over)
+
+    def _pause_over(self) -> None:
+        self._timer = None
+        if self._prober is not None or not self.storm:
+            return
+        if time.monotonic() < self._paused_until:
+            self._arm()  # the pause was extended (a Retry-After)
+            return
+        while self._line:
+            waiter, task = self._line.popleft()
+            if not waiter.done():
+                self._prober = task
+                waiter.set_result(None)
+                return
+
+    def _probe_gone(self) -> None:
+        """The probe's request ended (or never started) without an answer about the storm."""
+        if self._prober is not None and self._prober is asyncio.current_task():
+            self._prober = None
+            self._arm()
+
+    def _open(self) -> None:
+        """A probe got through: everyone in line goes (within the lane's slots)."""
+        self.storm = 0
+        self._prober = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._line:
+            waiter, _ = self._line.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _throttled(self, outcome: Outcome, now: float) -> None:
+        """A refusal: pause the lane (longer each time a probe is refused), then probe."""
+        probing = self._prober is not None and self._prober is asyncio.current_task()
+        if probing or not self.storm:
+            # A new storm, or one that goes on: answers of requests sent before the pause
+            # began say nothing new.
+            self.storm += 1
+            pause = min(
+                self.policy.throttle_pause_max,
+                max(self.latency, self.policy.throttle_pause) * 2.0 ** (self.storm - 1),
+            )
+            self._paused_until = max(self._paused_until, now + pause)
+        if outcome.retry_after is not None:
+            # Jobs told to wait longer go back to the queue (app.delivery.attempt); the lane
+            # probes again after its longest pause.
+            wait = min(outcome.retry_after, self.policy.throttle_pause_max)
+            self._paused_until = max(self._paused_until, now + wait)
+        if probing:
+            self._prober = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._arm()
 
     def observe(self, outcome: Outcome) -> None:
         """Adjust the limit from one answer (called while the answered request holds its slot)."""
@@ -147,9 +269,13 @@ class Lane:
         if outcome.throttled:
             # Refusals come back at once; without a pause every waiting request would be
             # sent into the full bucket and refused in turn.
-            self._paused_until = max(self._paused_until, now + self.latency)
+            self._throttled(outcome, now)
             self._decrease(policy.throttle_decrease, now)
-        elif outcome.action is Action.retry and outcome.code in _STRUGGLING:
+            self._slots.resize(self.slots)
+            return
+        if self._prober is not None and self._prober is asyncio.current_task():
+            self._open()  # the probe got through: the storm is over
+        if outcome.action is Action.retry and outcome.code in _STRUGGLING:
             self._decrease(policy.decrease, now)
         elif outcome.http_status is None:
             pass

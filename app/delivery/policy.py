@@ -1,7 +1,8 @@
 """How the delivery engine paces itself: concurrency, leases, polling, backoff.
 
 Backoff is exponential with jitter (tenacity's wait strategies), computed from the job's stored
-attempt count and written to `next_attempt_at`, so a restart does not reset it.
+count of tries since it was last queued (an operator's retry starts it again; throttled answers
+do not count) and written to `next_attempt_at`, so a restart does not reset it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class LanePolicy:
     """Requests kept free below the bucket's estimated capacity (other users of the key)."""
     decrease: float = 0.75
     throttle_decrease: float = 0.5
+    throttle_pause: float = 0.1
+    """Shortest pause after a refusal (seconds; at least a round trip). It doubles with each
+    refused probe, up to `throttle_pause_max`; a Retry-After may lengthen it."""
+    throttle_pause_max: float = 10.0
 
 
 def _equal_jitter(first: float, maximum: float) -> wait_base:
@@ -76,6 +81,12 @@ class DeliveryPolicy:
     backoff_max: float = 3600.0
     throttle_backoff_first: float = 1.0
     throttle_backoff_max: float = 30.0
+    throttle_hold: float = 120.0
+    """Seconds a job waits in its throttled lane for the platform to take requests again,
+    before it goes back to the queue with a throttle backoff."""
+    database_retry_first: float = 0.2
+    database_retry_max: float = 5.0
+    """Pauses (seconds) between tries of a background step while the database is away."""
     lanes: LanePolicy = field(default_factory=LanePolicy)
 
     @property

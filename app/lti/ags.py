@@ -1,4 +1,4 @@
-"""The Assignment and Grade Services client: read line items, post scores, follow pages.
+"""The Assignment and Grade Services client: read line items and results, post scores.
 
 Every call goes through the SSRF guard, carries a cached access token, and turns the answer
 into an `Outcome` (app.lti.outcomes). A 401 for a generic token problem makes the client fetch
@@ -11,13 +11,14 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -34,6 +35,7 @@ from app.lti.outcomes import (
 )
 from app.lti.tokens import (
     DELIVERY_SCOPES,
+    RESULT_SCOPES,
     AccessToken,
     Registration,
     RequestRetry,
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 MEDIA_SCORE = "application/vnd.ims.lis.v1.score+json"
 MEDIA_LINEITEM = "application/vnd.ims.lis.v2.lineitem+json"
 MEDIA_LINEITEM_CONTAINER = "application/vnd.ims.lis.v2.lineitemcontainer+json"
+MEDIA_RESULT_CONTAINER = "application/vnd.ims.lis.v2.resultcontainer+json"
 CANVAS_SUBMISSION_EXTENSION = "https://canvas.instructure.com/lti/submission"
 SUBMISSION_TYPE_LTI_LAUNCH = "basic_lti_launch"
 GRADING_FULLY_GRADED = "FullyGraded"
@@ -65,6 +68,29 @@ class LineItem:
     url: str
     points: Decimal | None
     label: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """A student's result on a line item, as the platform stores it.
+
+    `score` and `maximum` are the scoreGiven and scoreMaximum last posted (unscaled; Canvas
+    rescales `score` after a teacher's regrade); `submission` is Canvas's submission extension
+    of the last accepted post, echoed back (empty elsewhere).
+    """
+
+    user_id: str
+    score: Decimal | None
+    maximum: Decimal | None
+    submission: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ResultRead:
+    """A student's result (None: the platform has none) and the requests that read it."""
+
+    result: Result | None
+    exchanges: tuple[Exchange, ...]
 
 
 @dataclass(frozen=True)
@@ -165,8 +191,13 @@ def parse_link_header(value: str | None) -> dict[str, str]:
 class RequestGate(Protocol):
     """Paces requests to one platform: a slot per request in flight, told each answer.
 
-    The delivery engine passes its per-platform lane; other callers send ungated.
+    The delivery engine passes its per-platform lane; other callers send ungated. A gate that
+    `holds_throttled` makes requests wait in `slot` while the platform throttles, so a
+    throttled call may be made again at once.
     """
+
+    @property
+    def holds_throttled(self) -> bool: ...
 
     def slot(self) -> AbstractAsyncContextManager[None]: ...
 
@@ -174,6 +205,8 @@ class RequestGate(Protocol):
 
 
 class _Ungated:
+    holds_throttled = False
+
     def slot(self) -> AbstractAsyncContextManager[None]:
         return nullcontext()
 
@@ -182,6 +215,9 @@ class _Ungated:
 
 
 UNGATED: RequestGate = _Ungated()
+
+
+T = TypeVar("T")
 
 
 def _is_quickly_retryable(error: BaseException) -> bool:
@@ -241,6 +277,38 @@ class AgsClient:
                 raise AgsError(final.outcome, exchanges)
             return _line_item(response, lineitem_url, exchanges)
 
+        return await self._quickly_retried(read_once)
+
+    async def read_result(
+        self,
+        registration: Registration,
+        lineitem_url: str,
+        user_id: str,
+        *,
+        scopes: Sequence[str] = RESULT_SCOPES,
+        gate: RequestGate = UNGATED,
+    ) -> ResultRead:
+        """The student's result on the line item: `GET {lineitem}/results?user_id=…`.
+
+        Raises AgsError when it cannot be read (no token for the scope, refused, unusable).
+        """
+        url = results_url(lineitem_url, user_id)
+        exchanges: list[Exchange] = []
+
+        async def read_once() -> ResultRead:
+            made = await self._exchange(
+                registration, scopes, "GET", url, accept=MEDIA_RESULT_CONTAINER, gate=gate
+            )
+            exchanges.extend(exchange for exchange, _ in made)
+            final, response = made[-1]
+            if final.outcome.action is not Action.delivered or response is None:
+                raise AgsError(final.outcome, exchanges)
+            return ResultRead(_result_of(response, user_id, exchanges), tuple(exchanges))
+
+        return await self._quickly_retried(read_once)
+
+    async def _quickly_retried(self, read_once: Callable[[], Awaitable[T]]) -> T:
+        """A read, tried again at once after a transient failure (not after throttling)."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retry.attempts),
             wait=self._retry.waiting(),
@@ -408,6 +476,48 @@ def _line_item(response: httpx.Response, url: str, exchanges: Sequence[Exchange]
     except ValueError as exc:
         raise AgsError(
             invalid_answer(response.status_code, f"line item answer unusable: {exc}"), exchanges
+        ) from exc
+
+
+def results_url(lineitem_url: str, user_id: str) -> str:
+    """`{lineitem}/results?user_id=…`, the line item's own query string kept."""
+    parts = urlsplit(service_url(lineitem_url, "results"))
+    query = "&".join(part for part in (parts.query, urlencode({"user_id": user_id})) if part)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def _number(value: Any, name: str) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError(f"{name} {value!r} is not a number")
+    return Decimal(value)
+
+
+def _result_of(
+    response: httpx.Response, user_id: str, exchanges: Sequence[Exchange]
+) -> Result | None:
+    """The student's result in a results container (at most one with the user_id filter)."""
+    try:
+        document = _document(response)
+        if not isinstance(document, list):
+            raise ValueError("a result container is a JSON array")
+        for item in document:
+            if not isinstance(item, dict):
+                raise ValueError("a result is a JSON object")
+            if str(item.get("userId")) != user_id:
+                continue
+            extension = item.get(CANVAS_SUBMISSION_EXTENSION)
+            return Result(
+                user_id=user_id,
+                score=_number(item.get("resultScore"), "resultScore"),
+                maximum=_number(item.get("resultMaximum"), "resultMaximum"),
+                submission=MappingProxyType(dict(extension) if isinstance(extension, dict) else {}),
+            )
+        return None
+    except ValueError as exc:
+        raise AgsError(
+            invalid_answer(response.status_code, f"results answer unusable: {exc}"), exchanges
         ) from exc
 
 

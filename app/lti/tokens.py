@@ -43,9 +43,14 @@ from app.metrics import Metrics
 
 SCOPE_PREFIX = "https://purl.imsglobal.org/spec/lti-ags/scope/"
 SCOPE_LINEITEM_READONLY = SCOPE_PREFIX + "lineitem.readonly"
+SCOPE_RESULT_READONLY = SCOPE_PREFIX + "result.readonly"
 SCOPE_SCORE = SCOPE_PREFIX + "score"
 DELIVERY_SCOPES: tuple[str, ...] = (SCOPE_LINEITEM_READONLY, SCOPE_SCORE)
 """What a delivery needs: read the line item's points, post the score."""
+RESULT_SCOPES: tuple[str, ...] = (SCOPE_RESULT_READONLY,)
+"""Reading a student's result, after a post whose outcome is unknown. A token of its own: a
+developer key without this scope must not stop deliveries (Canvas refuses a token request
+naming a scope the key lacks), it only makes that check impossible."""
 
 DEFAULT_EXPIRES_IN = 3600
 REFRESH_MARGIN_CAP = timedelta(minutes=5)

@@ -123,6 +123,7 @@ async def retry_job(
     job.status = JobStatus.pending
     job.next_attempt_at = now
     job.deadline_at = now + deadline
+    job.tries_since_queued = 0  # a new cycle: its backoff starts small again
     job.lease_owner = None
     job.lease_expires_at = None
     job.outcome_code = None

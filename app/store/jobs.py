@@ -61,33 +61,41 @@ class NewJob:
     acting_teacher_id: str | None = None
 
 
-async def _earlier_passback_of_same_submission(
+async def _earlier_passbacks_of_same_submission(
     session: AsyncSession, key: str, submitted_at: datetime | None
-) -> bool:
-    """Has this submission already reached (or possibly reached) the platform for this pair?"""
-    reached = or_(
-        PassbackJob.attempt_count > 0,
-        PassbackJob.status.in_([JobStatus.delivered, JobStatus.in_flight]),
-    )
+) -> tuple[bool, bool]:
+    """Has this submission reached the platform for this pair: (surely, possibly)?
+
+    Surely: a job of it was delivered. Possibly: a job of it was sent (or is being sent)
+    without an answer that says it landed.
+    """
     same_submission = (
         PassbackJob.submitted_at.is_(None)
         if submitted_at is None
         else PassbackJob.submitted_at == submitted_at
     )
-    query = select(exists().where(and_(PassbackJob.pair_key == key, reached, same_submission)))
-    return bool(await session.scalar(query))
+    of_submission = and_(PassbackJob.pair_key == key, same_submission)
+    delivered = exists().where(of_submission, PassbackJob.status == JobStatus.delivered)
+    sent = exists().where(
+        of_submission,
+        or_(PassbackJob.attempt_count > 0, PassbackJob.status == JobStatus.in_flight),
+    )
+    row = (await session.execute(select(delivered, sent))).one()
+    return bool(row[0]), bool(row[1])
 
 
 async def enqueue_job(
     session: AsyncSession, new: NewJob, *, now: datetime, deadline: timedelta
 ) -> PassbackJob:
     """Add a pending job in the caller's transaction; older pending jobs for the pair are
-    superseded. `new_submission` is true only if this submission never reached the platform.
+    superseded.
+
+    `new_submission` is true unless this submission surely reached the platform already. When
+    it possibly did (an earlier job's outcome is unknown), the job is `submission_unconfirmed`:
+    the delivery reads the student's result before opening a submission.
     """
     key = pair_key(new.lineitem_url, new.lti_user_id)
-    first_of_submission = not await _earlier_passback_of_same_submission(
-        session, key, new.submitted_at
-    )
+    surely, possibly = await _earlier_passbacks_of_same_submission(session, key, new.submitted_at)
     job = PassbackJob(
         kind=new.kind,
         status=JobStatus.pending,
@@ -110,9 +118,11 @@ async def enqueue_job(
         score_timestamp=new.score_timestamp,
         submitted_at=new.submitted_at,
         response_url=new.response_url,
-        new_submission=first_of_submission,
+        new_submission=not surely,
+        submission_unconfirmed=possibly and not surely,
         acting_teacher_id=new.acting_teacher_id,
         attempt_count=0,
+        tries_since_queued=0,
         next_attempt_at=now,
         deadline_at=now + deadline,
         created_at=now,
@@ -281,8 +291,9 @@ async def renew_leases(
 async def release_expired_leases(session: AsyncSession, *, now: datetime) -> list[int]:
     """Return jobs whose worker stopped renewing to `pending`, due now.
 
-    The worker may have posted before it died, so the job is marked `maybe_delivered` and will
-    be resent without opening a new submission. Each gets an attempt row saying so.
+    The worker may have posted before it died, so the job is marked `maybe_delivered`: the
+    next delivery reads the student's result before sending again. Each gets an attempt row
+    saying so.
     """
     released = await session.scalars(
         update(_jobs)
@@ -292,8 +303,8 @@ async def release_expired_leases(session: AsyncSession, *, now: datetime) -> lis
             lease_owner=None,
             lease_expires_at=None,
             next_attempt_at=now,
-            new_submission=False,
             maybe_delivered=True,
+            attempt_count=_jobs.c.attempt_count + 1,
             outcome_code=LEASE_EXPIRED,
             updated_at=now,
         )
@@ -343,6 +354,10 @@ class JobFinish:
     new_submission: bool
     maybe_delivered: bool
     attempts: Sequence[AttemptRecord] = ()
+    tries: int = 0
+    """How many of `attempts` count toward the job's backoff (not throttled answers, not
+    result reads)."""
+    submission_unconfirmed: bool = False
     canvas_points: Decimal | None = None
     score_given: Decimal | None = None
     score_maximum: Decimal | None = None
@@ -373,7 +388,9 @@ async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> N
             platform_message=bindparam("b_message"),
             new_submission=bindparam("b_new_submission"),
             maybe_delivered=bindparam("b_maybe_delivered"),
+            submission_unconfirmed=bindparam("b_unconfirmed"),
             attempt_count=_jobs.c.attempt_count + bindparam("b_attempts", type_=Integer),
+            tries_since_queued=_jobs.c.tries_since_queued + bindparam("b_tries", type_=Integer),
             canvas_points=func.coalesce(
                 bindparam("b_points", type_=ExactDecimal()), _jobs.c.canvas_points
             ),
@@ -398,7 +415,9 @@ async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> N
                 "b_message": finish.platform_message,
                 "b_new_submission": finish.new_submission,
                 "b_maybe_delivered": finish.maybe_delivered,
+                "b_unconfirmed": finish.submission_unconfirmed,
                 "b_attempts": len(finish.attempts),
+                "b_tries": finish.tries,
                 "b_points": finish.canvas_points,
                 "b_given": finish.score_given,
                 "b_maximum": finish.score_maximum,

@@ -245,15 +245,24 @@ class PassbackJob(Base):
     score_timestamp: Mapped[datetime]
     submitted_at: Mapped[datetime | None]
     response_url: Mapped[str | None] = mapped_column(String(2048))
+    # The job opens the student's submission in Canvas (the first passback of it). Lowered
+    # only when Canvas says the attempts are exhausted.
     new_submission: Mapped[bool] = mapped_column(Boolean, default=True)
     # An earlier attempt may have landed without an answer saying so (timeout after sending,
-    # reset, a worker that died mid-post): resends must not open a new Canvas submission, and
-    # a platform's "already there" answer then means delivered.
+    # reset, a worker that died mid-post): before resending, the student's result is read; if
+    # it cannot tell, resends open no new Canvas submission, and a platform's "already there"
+    # answer means delivered.
     maybe_delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    # An earlier job of the same submission may have opened it (its outcome is unknown): the
+    # student's result is read before opening one.
+    submission_unconfirmed: Mapped[bool] = mapped_column(Boolean, default=False)
     acting_teacher_id: Mapped[str | None] = mapped_column(String(255))
 
     # Delivery bookkeeping.
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Tries since the job was last queued (or retried by an operator) that count toward its
+    # backoff: throttled answers and result reads do not.
+    tries_since_queued: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     deadline_at: Mapped[datetime]
     lease_owner: Mapped[str | None] = mapped_column(String(64))

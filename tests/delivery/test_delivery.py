@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from datetime import timedelta
@@ -12,6 +13,7 @@ import pytest
 
 from app.delivery import DeliveryEngine
 from app.lti.ags import CANVAS_SUBMISSION_EXTENSION
+from app.manual.jobs import retry_job
 from app.store.db import transaction
 from app.store.models import JobKind, JobStatus, Platform
 from tests.lti.world import RESPONSE_URL, World, make_world, quick_policy
@@ -27,6 +29,17 @@ def posted(post: dict[str, Any]) -> dict[str, Any]:
 
 def new_submission_flags(posts: list[dict[str, Any]]) -> list[bool]:
     return [posted(post)[CANVAS_SUBMISSION_EXTENSION]["new_submission"] for post in posts]
+
+
+async def logged_posts(world: World, count: int) -> list[dict[str, Any]]:
+    """The score posts, once `count` are in the sandbox's log (a request is logged when its
+    answer is complete: a delayed answer comes after the delivery moved on)."""
+    for _ in range(100):
+        posts = await world.score_posts()
+        if len(posts) >= count:
+            return posts
+        await asyncio.sleep(0.05)
+    return await world.score_posts()
 
 
 async def test_a_queued_job_becomes_the_canvas_grade_with_speedgrader_data(
@@ -137,15 +150,10 @@ async def test_a_token_canvas_rejects_is_refreshed_once_and_the_score_resent(
 
 
 @pytest.mark.parametrize(
-    ("fault", "expected_outcome", "expected_status", "unknown"),
+    ("fault", "expected_outcome", "expected_status"),
     [
-        ({"kind": "error", "status": 500}, "platform_error", 500, False),
-        ({"kind": "error", "status": 503}, "platform_error", 503, False),
-        ({"kind": "throttle"}, "throttled", 403, False),
-        ({"kind": "too_many_requests", "retry_after": 5}, "rate_limited", 429, False),
-        # No answer: the post may have landed, so resends open no new submission.
-        ({"kind": "drop"}, "connection_error", None, True),
-        ({"kind": "latency", "delay_ms": 1500}, "timeout", None, True),
+        ({"kind": "error", "status": 500}, "platform_error", 500),
+        ({"kind": "error", "status": 503}, "platform_error", 503),
     ],
 )
 async def test_transient_failures_are_retried_until_delivered(
@@ -154,7 +162,6 @@ async def test_transient_failures_are_retried_until_delivered(
     fault: dict[str, Any],
     expected_outcome: str,
     expected_status: int | None,
-    unknown: bool,
 ) -> None:
     student = world.students[0]
     await world.sandbox.admin.add_fault(path=SCORES, method="POST", remaining=2, **fault)
@@ -172,14 +179,50 @@ async def test_transient_failures_are_retried_until_delivered(
         (expected_outcome, expected_status),
         ("delivered", 200),
     ]
-    assert (await world.job(job_id)).status == JobStatus.delivered
-    assert (await world.cell(student))["score"] == "7"
+    job = await world.job(job_id)
+    assert (job.status, job.new_submission, job.maybe_delivered) == (
+        JobStatus.delivered,
+        True,
+        False,
+    )
+    posts = await world.score_posts()
+    assert len(posts) == 3
     # The sandbox logs no body for a request its fault answered before reading it.
-    posts = [post for post in await world.score_posts() if post["request_body"]]
-    assert new_submission_flags(posts)[-1] is not unknown
-    assert (await world.job(job_id)).new_submission is not unknown
-    if not unknown:
-        assert (await world.cell(student))["attempt"] == 1
+    assert new_submission_flags([post for post in posts if post["request_body"]]) == [True]
+    cell = await world.cell(student)
+    assert (cell["score"], cell["attempt"]) == ("7", 1)
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected_outcome", "expected_status"),
+    [
+        ({"kind": "throttle"}, "throttled", 403),
+        ({"kind": "too_many_requests", "retry_after": 1}, "rate_limited", 429),
+    ],
+)
+async def test_a_throttled_job_waits_in_its_lane_and_is_delivered_in_the_same_attempt(
+    world: World,
+    engine: DeliveryEngine,
+    fault: dict[str, Any],
+    expected_outcome: str,
+    expected_status: int,
+) -> None:
+    student = world.students[0]
+    await world.sandbox.admin.add_fault(path=SCORES, method="POST", remaining=2, **fault)
+    job_id = await world.enqueue(student)
+
+    await engine.drain()  # no backoff in the queue: the lane held the job until Canvas took it
+
+    job = await world.job(job_id)
+    assert job.status == JobStatus.delivered
+    attempts = await world.attempts(job_id)
+    assert [(a.outcome, a.http_status) for a in attempts] == [
+        (expected_outcome, expected_status),
+        (expected_outcome, expected_status),
+        ("delivered", 200),
+    ]
+    assert (job.attempt_count, job.tries_since_queued) == (3, 1)  # throttling is not a try
+    assert (await world.cell(student))["score"] == "7"
 
 
 async def test_retry_after_is_honoured(world: World, engine: DeliveryEngine) -> None:
@@ -191,6 +234,7 @@ async def test_retry_after_is_honoured(world: World, engine: DeliveryEngine) -> 
     await engine.drain()
     first = (await world.attempts(job_id))[0]
     job = await world.job(job_id)
+    # Longer than a lane pauses: the job waits in the queue, where a restart keeps the time.
     assert job.next_attempt_at - first.finished_at == timedelta(seconds=30)
     world.clock.advance(29)
     await engine.drain()
@@ -200,7 +244,7 @@ async def test_retry_after_is_honoured(world: World, engine: DeliveryEngine) -> 
     assert (await world.job(job_id)).status == JobStatus.delivered
 
 
-async def test_after_an_answer_lost_in_transit_the_resend_opens_no_new_submission(
+async def test_after_an_answer_lost_in_transit_the_result_shows_the_grade_landed(
     world: World, engine: DeliveryEngine
 ) -> None:
     student = world.students[0]
@@ -211,14 +255,121 @@ async def test_after_an_answer_lost_in_transit_the_resend_opens_no_new_submissio
     job_id = await world.enqueue(student)
     await world.settle(engine)
     job = await world.job(job_id)
-    assert job.status == JobStatus.delivered
-    assert job.maybe_delivered and not job.new_submission
+    assert (job.status, job.outcome_code) == (JobStatus.delivered, "delivered_earlier")
+    assert job.maybe_delivered and job.new_submission
     outcomes = [(a.outcome, a.http_status) for a in await world.attempts(job_id)]
-    assert outcomes == [("timeout", None), ("delivered", 200)]
-    # The first post landed and opened the submission; the resend only updated it (a new
-    # submission would have made it attempt 2).
+    assert outcomes == [("timeout", None), ("delivered_earlier", 200)]
+    # The student's result was read (with a token for that scope) instead of posting again.
+    assert new_submission_flags(await logged_posts(world, 1)) == [True]
+    reads = await world.sandbox.admin.requests(path_contains="/results", method="GET")
+    assert [read["status"] for read in reads] == [200]
     cell = await world.cell(student)
-    assert (cell["score"], cell["attempt"]) == ("7", 1)
+    assert (cell["score"], cell["attempt"], cell["submission_type"]) == (
+        "7",
+        1,
+        "basic_lti_launch",
+    )
+
+
+async def test_a_post_lost_before_reaching_canvas_is_resent_opening_the_submission(
+    world: World, engine: DeliveryEngine
+) -> None:
+    student = world.students[0]
+    # The connection resets before Canvas reads the request: nothing lands, twice.
+    await world.sandbox.admin.add_fault("drop", path=SCORES, method="POST", remaining=2)
+    job_id = await world.enqueue(student)
+    await world.settle(engine)
+
+    outcomes = [(a.outcome, a.http_status) for a in await world.attempts(job_id)]
+    assert outcomes == [
+        ("connection_error", None),
+        ("submission_absent", 200),
+        ("connection_error", None),
+        ("submission_absent", 200),
+        ("delivered", 200),
+    ]
+    job = await world.job(job_id)
+    assert (job.status, job.new_submission, job.tries_since_queued) == (
+        JobStatus.delivered,
+        True,
+        3,  # result reads are not tries
+    )
+    posts = [post for post in await world.score_posts() if post["request_body"]]
+    assert new_submission_flags(posts)[-1] is True
+    # A grade with its submission: SpeedGrader opens the student's work.
+    cell = await world.cell(student)
+    assert (cell["score"], cell["attempt"], cell["submission_type"], cell["url"]) == (
+        "7",
+        1,
+        "basic_lti_launch",
+        RESPONSE_URL.format(student=student),
+    )
+
+
+async def test_when_the_result_cannot_be_read_the_resend_opens_no_new_submission(
+    world: World, engine: DeliveryEngine
+) -> None:
+    admin, student = world.sandbox.admin, world.students[0]
+    key = await admin.call("GET", f"/developer-keys/{world.client_id}")
+    scopes = [scope for scope in key["scopes"] if not scope.endswith("/result.readonly")]
+    await admin.update_developer_key(world.client_id, scopes=scopes)
+    await admin.add_fault("drop", path=SCORES, method="POST", remaining=1)
+    job_id = await world.enqueue(student)
+    await world.settle(engine)
+
+    attempts = await world.attempts(job_id)
+    assert [a.outcome for a in attempts] == ["connection_error", "result_unreadable", "delivered"]
+    assert (attempts[1].message or "").startswith("scope_not_granted")
+    assert (await world.job(job_id)).status == JobStatus.delivered
+    posts = [post for post in await world.score_posts() if post["request_body"]]
+    assert new_submission_flags(posts)[-1] is False  # as before the check existed
+    assert (await world.cell(student))["score"] == "7"
+
+
+async def test_a_second_send_of_a_submission_whose_first_send_was_lost_opens_it_once(
+    world: World, engine: DeliveryEngine
+) -> None:
+    student = world.students[0]
+    submitted_at = world.clock() - timedelta(minutes=5)
+    await world.sandbox.admin.add_fault("drop", path=SCORES, method="POST", remaining=1)
+    first = await world.enqueue(student, score=5, submitted_at=submitted_at)
+    await engine.drain()  # lost: unknown outcome, waiting for its retry
+    world.clock.advance(0.001)
+    second = await world.enqueue(student, score=9, submitted_at=submitted_at)
+    job = await world.job(second)
+    assert (job.new_submission, job.submission_unconfirmed) == (True, True)
+
+    await world.settle(engine)
+
+    assert (await world.job(first)).status == JobStatus.superseded
+    assert [a.outcome for a in await world.attempts(second)] == ["submission_absent", "delivered"]
+    cell = await world.cell(student)
+    assert (cell["score"], cell["attempt"], cell["submission_type"]) == (
+        "9",
+        1,
+        "basic_lti_launch",
+    )
+
+
+async def test_a_second_send_after_a_first_that_landed_unseen_updates_the_grade(
+    world: World, engine: DeliveryEngine
+) -> None:
+    student = world.students[0]
+    submitted_at = world.clock() - timedelta(minutes=5)
+    await world.sandbox.admin.add_fault(
+        "latency", path=SCORES, method="POST", remaining=1, delay_ms=1500, phase="after"
+    )
+    await world.enqueue(student, score=5, submitted_at=submitted_at)
+    await engine.drain()  # landed, answer lost
+    world.clock.advance(0.001)
+    second = await world.enqueue(student, score=9, submitted_at=submitted_at)
+
+    await world.settle(engine)
+
+    assert [a.outcome for a in await world.attempts(second)] == ["submission_found", "delivered"]
+    assert new_submission_flags(await logged_posts(world, 2)) == [True, False]
+    cell = await world.cell(student)
+    assert (cell["score"], cell["attempt"]) == ("9", 1)
 
 
 async def test_a_line_item_read_that_fails_briefly_is_retried_within_the_attempt(
@@ -381,3 +532,36 @@ async def test_token_endpoint_refusals_fail_jobs_without_posting(
         assert (job.status, job.outcome_code) == (JobStatus.failed, "client_assertion_rejected")
         assert job.platform_message == "invalid_request: the 'aud' is invalid"
     assert await world.score_posts() == []
+
+
+async def test_after_an_operator_retry_the_backoff_starts_small_again(
+    world: World, engine: DeliveryEngine
+) -> None:
+    student = world.students[0]
+    await world.sandbox.admin.add_fault("error", path=SCORES, method="POST", status=500)
+    job_id = await world.enqueue(student, deadline=timedelta(seconds=60))
+    await world.settle(engine)
+    failed = await world.job(job_id)
+    assert (failed.status, failed.outcome_code) == (JobStatus.failed, "platform_unavailable")
+    assert failed.attempt_count >= 4  # the backoff had grown towards its cap
+
+    async with world.context.sessions() as session:
+        await retry_job(session, job_id, now=world.clock(), deadline=timedelta(hours=1))
+    await engine.drain()  # Canvas still fails: the first try of the new cycle
+
+    job = await world.job(job_id)
+    last = (await world.attempts(job_id))[-1]
+    assert (job.status, job.attempt_count, job.tries_since_queued) == (
+        JobStatus.pending,
+        failed.attempt_count + 1,
+        1,
+    )
+    first_delay = engine.policy.backoff_first
+    assert job.next_attempt_at - last.finished_at <= timedelta(seconds=first_delay)
+
+    await world.sandbox.admin.clear_faults()
+    await world.settle(engine)
+    assert (await world.job(job_id)).status == JobStatus.delivered
+    # The history still counts: another grade of the same submission is an update.
+    again = await world.enqueue(student, score=9, submitted_at=job.submitted_at)
+    assert (await world.job(again)).new_submission is False

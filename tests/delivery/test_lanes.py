@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.delivery.lanes import Lane, Slots
+from app.delivery.lanes import JOBS_PER_SLOT, Lane, Slots
 from app.delivery.policy import DeliveryPolicy, LanePolicy
 from app.lti.outcomes import Action, Outcome, RetryCode
 
@@ -107,6 +107,99 @@ async def test_throttling_halves_the_lane_and_pauses_it_briefly() -> None:
     async with lane.slot():
         pass
     assert loop.time() - started >= lane.latency * 0.5  # waited out the pause
+
+
+def storm_lane() -> Lane:
+    lane = Lane("p", LanePolicy(initial_limit=8, throttle_pause=0.05), Slots(64))
+    lane.latency = 0.01
+    return lane
+
+
+async def test_a_throttled_lane_sends_one_probe_at_a_time_oldest_first() -> None:
+    lane = storm_lane()
+    lane.observe(THROTTLED)  # the storm begins: the lane pauses
+    answers = [THROTTLED, DELIVERED]  # the first probe is refused, the second gets through
+    entered: list[tuple[str, float]] = []
+    inside = 0
+    most_inside = {True: 0, False: 0}  # during the storm, after it
+    loop = asyncio.get_running_loop()
+
+    async def request(name: str) -> None:
+        nonlocal inside
+        async with lane.slot():
+            inside += 1
+            most_inside[lane.throttled] = max(most_inside[lane.throttled], inside)
+            entered.append((name, loop.time()))
+            await asyncio.sleep(0.01)
+            inside -= 1
+            lane.observe(answers.pop(0) if answers else DELIVERED)
+
+    tasks = []
+    for name in "abcd":
+        tasks.append(asyncio.create_task(request(name)))
+        await asyncio.sleep(0.001)  # they join the line in this order
+    await asyncio.gather(*tasks)
+
+    assert [name for name, _ in entered] == ["a", "b", "c", "d"]
+    assert most_inside == {True: 1, False: 2}  # once a probe is through, the line moves
+    assert not lane.throttled
+    times = dict(entered)
+    # The refused probe doubled the pause (0.05 s, then 0.1 s) before the next one went.
+    assert times["b"] - times["a"] >= 0.1
+
+
+async def test_a_refused_probe_goes_to_the_back_of_the_line() -> None:
+    lane = storm_lane()
+    lane.observe(THROTTLED)
+    answers = [THROTTLED, THROTTLED, DELIVERED]
+    probes: list[str] = []
+
+    async def call(name: str) -> None:
+        """A job's call: resent at once while refused (the lane makes it wait)."""
+        while True:
+            async with lane.slot():
+                probes.append(name)
+                answer = answers.pop(0) if answers else DELIVERED
+                lane.observe(answer)
+            if not answer.throttled:
+                return
+
+    tasks = []
+    for name in "abc":
+        tasks.append(asyncio.create_task(call(name)))
+        await asyncio.sleep(0.001)
+    await asyncio.gather(*tasks)
+    assert probes[:3] == ["a", "b", "c"]  # each job probed once before any probed again
+    assert sorted(probes[3:]) == ["a", "b"]
+
+
+async def test_a_probe_that_gives_up_passes_its_turn_on() -> None:
+    lane = storm_lane()
+    lane.observe(THROTTLED)
+    entered: list[str] = []
+
+    async def request(name: str, hang: bool) -> None:
+        async with lane.slot():
+            entered.append(name)
+            if hang:
+                await asyncio.sleep(3600)
+            lane.observe(DELIVERED)
+
+    first = asyncio.create_task(request("a", hang=True))
+    await asyncio.sleep(0.001)
+    second = asyncio.create_task(request("b", hang=False))
+    while not entered:
+        await asyncio.sleep(0.01)
+    first.cancel()  # the probe's delivery was stopped without an answer
+    await asyncio.wait_for(second, 2)
+    assert entered == ["a", "b"] and not lane.throttled
+
+
+async def test_a_throttled_lane_takes_on_a_slot_of_jobs_at_most() -> None:
+    lane = Lane("p", LanePolicy(initial_limit=8), Slots(64))
+    assert lane.free_jobs == 8 * JOBS_PER_SLOT
+    lane.observe(THROTTLED)
+    assert lane.free_jobs == JOBS_PER_SLOT
 
 
 async def test_server_errors_and_timeouts_shrink_the_lane() -> None:

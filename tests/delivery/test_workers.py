@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -14,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from app.config import Settings
@@ -149,10 +151,16 @@ async def test_a_job_leased_by_a_dead_worker_is_delivered_by_another(
     await engine.drain()
     job = await world.job(job_id)
     assert job.status == JobStatus.delivered
-    assert not job.new_submission  # the dead worker may have posted already
+    # The dead worker may have posted: the student's result says it had not, so the grade
+    # goes with its submission.
     outcomes = [a.outcome for a in await world.attempts(job_id)]
-    assert outcomes == ["lease_expired", "delivered"]
-    assert (await world.cell(world.students[0]))["score"] == "7"
+    assert outcomes == ["lease_expired", "submission_absent", "delivered"]
+    cell = await world.cell(world.students[0])
+    assert (cell["score"], cell["attempt"], cell["submission_type"]) == (
+        "7",
+        1,
+        "basic_lti_launch",
+    )
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -205,7 +213,11 @@ async def test_a_killed_worker_process_leaves_its_job_to_another_worker(
     await engine.drain()
     job = await world.job(job_id)
     assert job.status == JobStatus.delivered
-    assert [a.outcome for a in await world.attempts(job_id)] == ["lease_expired", "delivered"]
+    assert [a.outcome for a in await world.attempts(job_id)] == [
+        "lease_expired",
+        "submission_absent",  # the killed worker's post is still held up inside Canvas
+        "delivered",
+    ]
     assert (await world.cell(world.students[0]))["score"] == "7"
 
 
@@ -301,3 +313,60 @@ async def test_throttling_shrinks_the_lane_and_every_grade_still_arrives(
     assert {job.status for job in await world.jobs()} == {JobStatus.delivered}
     for student in world.students:
         assert (await world.cell(student))["score"] == "7"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_a_worker_only_process_serves_metrics_and_health(
+    world: World, lti_settings: Settings
+) -> None:
+    port = free_port()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--metrics-port", str(port)],
+        cwd=REPO,
+        env=worker_environment(lti_settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+
+            async def healthy() -> bool:
+                if worker.poll() is not None:
+                    raise AssertionError(worker.stderr.read() if worker.stderr else b"")
+                try:
+                    return (await http.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(healthy, within=30)
+            health = (await http.get("/healthz")).json()
+            assert (health["status"], health["database"]) == ("ok", "ok")
+
+            job_id = await world.enqueue(world.students[0])
+
+            async def delivered() -> bool:
+                return (await world.job(job_id)).status == JobStatus.delivered
+
+            await eventually(delivered, within=30)
+            metrics = await http.get("/metrics")
+            assert metrics.status_code == 200
+            assert metrics.headers["content-type"].startswith("text/plain")
+            text = metrics.text
+            assert 'passback_jobs_finished_total{code="delivered",status="delivered"} 1.0' in text
+            assert 'passback_jobs{status="delivered"} 1.0' in text
+            assert "passback_platform_responses_total" in text
+            # Nothing else is served: no API, no docs.
+            assert (await http.get("/v1/jobs")).status_code == 404
+            assert (await http.get("/docs")).status_code == 404
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(worker.wait, 10)

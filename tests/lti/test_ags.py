@@ -23,6 +23,7 @@ from app.lti.ags import (
     iso_millis,
     parse_link_header,
     read_line_item,
+    results_url,
     score_payload,
 )
 from tests.lti.world import World
@@ -142,6 +143,54 @@ async def test_scores_go_before_the_line_item_query_string(world: World) -> None
     [post] = await world.score_posts()
     assert post["path"].endswith("/scores")
     assert post["query"] == "type_id=5"
+
+
+async def test_a_students_result_is_read_with_what_canvas_stored_of_the_post(
+    world: World,
+) -> None:
+    student, other = world.students[0], world.students[1]
+    await world.context.ags.post_score(world.platform, world.line_item_url, a_score(student))
+
+    read = await world.context.ags.read_result(world.platform, world.line_item_url, student)
+
+    assert read.result is not None
+    assert (read.result.user_id, read.result.score, read.result.maximum) == (
+        student,
+        Decimal("8.3"),
+        Decimal(10),
+    )
+    # Canvas echoes the submission extension: it names the submission the post opened.
+    assert read.result.submission["submitted_at"] == "2026-11-20T14:03:10.900+00:00"
+    assert read.result.submission["submission_data"] == "https://formative.example/r/abc"
+    assert [exchange.outcome.code for exchange in read.exchanges] == ["delivered"]
+    [get] = await world.sandbox.admin.requests(path_contains="/results", method="GET")
+    assert get["path"].endswith("/results")
+    assert get["query"] == f"user_id={student}"
+    missing = await world.context.ags.read_result(world.platform, world.line_item_url, other)
+    assert missing.result is None
+
+
+async def test_results_are_read_with_a_token_of_their_own_scope(world: World) -> None:
+    await world.context.ags.read_line_item(world.platform, world.line_item_url)
+    await world.context.ags.read_result(world.platform, world.line_item_url, world.students[0])
+    # Deliveries never ask for result.readonly, so a key without it still delivers.
+    assert await world.sandbox.admin.token_grants(world.client_id) == 2
+    key = await world.sandbox.admin.call("GET", f"/developer-keys/{world.client_id}")
+    without = [scope for scope in key["scopes"] if not scope.endswith("/result.readonly")]
+    await world.sandbox.admin.update_developer_key(world.client_id, scopes=without)
+    world.context.tokens.clear()
+    with pytest.raises(AgsError) as raised:
+        await world.context.ags.read_result(world.platform, world.line_item_url, world.students[0])
+    assert raised.value.code == "scope_not_granted"
+    item = await world.context.ags.read_line_item(world.platform, world.line_item_url)
+    assert item.points == Decimal(10)
+
+
+def test_results_go_before_the_line_item_query_string() -> None:
+    url = "https://canvas.example/api/lti/courses/1/line_items/2?type_id=5"
+    assert results_url(url, "a b&c") == (
+        "https://canvas.example/api/lti/courses/1/line_items/2/results?type_id=5&user_id=a+b%26c"
+    )
 
 
 def test_timestamps_are_iso_8601_with_milliseconds_in_utc() -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.context import AppContext
-from app.delivery import DeliveryEngine, DeliveryPolicy
+from app.delivery import DeliveryEngine, DeliveryPolicy, LanePolicy
 from app.lti.ags import AgsClient
 from app.lti.tokens import RequestRetry, TokenCache
 from app.lti.urls import host_of
@@ -48,6 +48,10 @@ def quick_policy(**overrides: Any) -> DeliveryPolicy:
         "throttle_backoff_max": 2.0,
         "shutdown_grace": 2.0,
         "platform_refresh": 0.0,
+        "database_retry_first": 0.05,
+        "database_retry_max": 1.0,
+        # Throttling pauses a lane for real seconds: keep them short.
+        "lanes": LanePolicy(throttle_pause_max=2.0),
     }
     values.update(overrides)
     return DeliveryPolicy(**values)
