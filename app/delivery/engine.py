@@ -172,7 +172,6 @@ class DeliveryEngine:
                     # the instance's workers; attempts under way go on meanwhile.
                     await self._pause(self.health.failed(CLAIMING, exc))
                     continue
-                self.health.recovered(CLAIMING)
                 if started == 0 or self._saturated():
                     await self._wait_for_change(self.policy.poll_interval)
         finally:
@@ -270,6 +269,7 @@ class DeliveryEngine:
         self._discovered_at = time.monotonic()
         async with transaction(self._context.sessions) as session:
             platform_ids = await store.platforms_with_pending_jobs(session)
+        self.health.recovered(CLAIMING)
         for platform_id in platform_ids:
             lane = self._lanes.get(platform_id)
             if lane is None:
@@ -300,6 +300,7 @@ class DeliveryEngine:
                         if jobs:
                             platform = await self._platform(session, lane.platform_id)
                             claimed.extend((job, platform) for job in jobs)
+                self.health.recovered(CLAIMING)
                 return claimed
             except IntegrityError:
                 # Another instance put a job of the same pair in flight between our snapshot
@@ -420,6 +421,7 @@ class DeliveryEngine:
                 session, owner=self.owner, job_ids=held, now=now, lease=self.policy.lease
             )
             released = await store.release_expired_leases(session, now=now)
+        self.health.recovered(CLAIMING)
         self._maintained_at = loop_now
         if released:
             log.warning("returned %d jobs whose worker stopped to the queue", len(released))

@@ -46,22 +46,39 @@ class DatabaseUnavailable(Exception):
     """The kind of every error that means the database cannot be reached (for the log)."""
 
 
+class TransactionConflict(Exception):
+    """The kind of every error that means "try the transaction again" (a deadlock or a
+    serialization failure: PostgreSQL rolled one transaction back)."""
+
+
+_CONFLICTS: tuple[type[BaseException], ...] = (asyncpg.exceptions.TransactionRollbackError,)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error, and what it wraps (SQLAlchemy's `orig`, or the cause), innermost last."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        orig = current.orig if isinstance(current, sa.DBAPIError) else None
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return chain
+
+
+def is_transaction_conflict(error: BaseException) -> bool:
+    return any(isinstance(cause, _CONFLICTS) for cause in _causes(error))
+
+
 def is_database_unavailable(error: BaseException) -> bool:
     """Does this error mean the database cannot be reached (rather than a bug)?
 
     asyncpg's errors reach us raw or wrapped in SQLAlchemy's, so the causes are looked at too.
     """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, _UNREACHABLE):
-            return True
-        if isinstance(current, sa.DBAPIError) and current.connection_invalidated:
-            return True
-        orig = current.orig if isinstance(current, sa.DBAPIError) else None
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    return False
+    return any(
+        isinstance(cause, _UNREACHABLE)
+        or (isinstance(cause, sa.DBAPIError) and cause.connection_invalidated)
+        for cause in _causes(error)
+    )
 
 
 def describe(error: BaseException) -> str:
@@ -100,22 +117,26 @@ class DatabaseHealth:
 
     @property
     def failed_tries(self) -> int:
-        """Failed tries in the current outage (0 when the database is fine)."""
+        """Tries failed for want of the database in the current outage (0 when none)."""
         return self._failed_tries
 
     def failed(self, task: str, error: BaseException) -> float:
         """Record a failed step of `task`; returns the seconds to wait before trying again."""
         failures = self._failures.get(task, 0) + 1
         self._failures[task] = failures
-        self._failed_tries += 1
-        if self._down_since is None:
-            self._down_since = self._monotonic()
         # One line per outage, and a traceback per kind of unexpected error.
-        kind: type[BaseException] = (
-            DatabaseUnavailable if is_database_unavailable(error) else type(error)
-        )
+        kind: type[BaseException] = type(error)
+        if is_database_unavailable(error):
+            kind = DatabaseUnavailable
+            self._failed_tries += 1
+            if self._down_since is None:
+                self._down_since = self._monotonic()
+        elif is_transaction_conflict(error):
+            kind = TransactionConflict
         if kind in self._logged:
             log.debug("%s failed again (%s)", task, describe(error))
+        elif kind is TransactionConflict:
+            log.info("%s: transaction rolled back (%s); trying again", task, describe(error))
         elif kind is DatabaseUnavailable:
             log.warning(
                 "database unavailable (%s: %s); delivery results are kept and written when it "
@@ -130,7 +151,8 @@ class DatabaseHealth:
 
     def recovered(self, task: str) -> None:
         """A step of `task` succeeded: its pauses start small again; an outage ends."""
-        self._failures.pop(task, None)
+        if self._failures.pop(task, None) is not None:
+            self._logged.clear()
         if self._down_since is None:
             return
         log.warning(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
@@ -35,7 +37,8 @@ from app.lti.outcomes import (
 )
 from app.lti.tokens import (
     DELIVERY_SCOPES,
-    RESULT_SCOPES,
+    OPTIONAL_SCOPES,
+    SCOPE_RESULT_READONLY,
     AccessToken,
     Registration,
     RequestRetry,
@@ -56,6 +59,8 @@ SUBMISSION_TYPE_LTI_LAUNCH = "basic_lti_launch"
 GRADING_FULLY_GRADED = "FullyGraded"
 MAX_PAGES = 1000
 SAFE_ORIGINS_REMEMBERED = 1024
+SCOPES_REFUSED_MEMORY_SECONDS = 3600.0
+"""How long a registration whose key lacks an optional scope is asked for the others only."""
 
 
 # --- Values -----------------------------------------------------------------------------------
@@ -251,6 +256,8 @@ class AgsClient:
         self._safe_origins: set[tuple[str, str, tuple[str, ...]]] = set()
         self._clock = clock
         self._retry = retry or RequestRetry()
+        self._without_optional: dict[tuple[str, str], float] = {}
+        """Registrations whose key refused the optional scopes, and until when (monotonic)."""
 
     @property
     def tokens(self) -> TokenCache:
@@ -285,19 +292,26 @@ class AgsClient:
         lineitem_url: str,
         user_id: str,
         *,
-        scopes: Sequence[str] = RESULT_SCOPES,
+        scopes: Sequence[str] = DELIVERY_SCOPES,
         gate: RequestGate = UNGATED,
     ) -> ResultRead:
         """The student's result on the line item: `GET {lineitem}/results?user_id=…`.
 
-        Raises AgsError when it cannot be read (no token for the scope, refused, unusable).
+        Raises AgsError when it cannot be read (the key lacks `result.readonly`: code
+        `scope_not_granted`; refused; unusable).
         """
         url = results_url(lineitem_url, user_id)
         exchanges: list[Exchange] = []
 
         async def read_once() -> ResultRead:
             made = await self._exchange(
-                registration, scopes, "GET", url, accept=MEDIA_RESULT_CONTAINER, gate=gate
+                registration,
+                scopes,
+                "GET",
+                url,
+                accept=MEDIA_RESULT_CONTAINER,
+                gate=gate,
+                needs=SCOPE_RESULT_READONLY,
             )
             exchanges.extend(exchange for exchange, _ in made)
             final, response = made[-1]
@@ -384,12 +398,14 @@ class AgsClient:
         content_type: str | None = None,
         after_unknown: bool = False,
         gate: RequestGate = UNGATED,
+        needs: str | None = None,
     ) -> list[tuple[Exchange, httpx.Response | None]]:
-        """Send with a token; on a generic 401, once more with a fresh token."""
+        """Send with a token; on a generic 401, once more with a fresh token. `needs`: an
+        optional scope the call cannot do without."""
         self._check_url(registration, url)
         made: list[tuple[Exchange, httpx.Response | None]] = []
         for resend in (False, True):
-            token = await self._token(registration, scopes, made)
+            token = await self._token(registration, scopes, made, needs)
             headers = {"Authorization": f"Bearer {token.value}", "Accept": accept}
             if content_type is not None:
                 headers["Content-Type"] = content_type
@@ -416,7 +432,7 @@ class AgsClient:
                         FailureCode.access_token_rejected, outcome.message, outcome.http_status
                     )
                 else:
-                    self._tokens.invalidate(registration, scopes, token)
+                    self._tokens.invalidate(registration, token.scopes, token)
             made.append((Exchange(outcome, started_at, self._clock()), response))
             if outcome.action is not Action.refresh_token:
                 return made
@@ -443,11 +459,26 @@ class AgsClient:
         registration: Registration,
         scopes: Sequence[str],
         made: Sequence[tuple[Exchange, httpx.Response | None]],
+        needs: str | None = None,
     ) -> AccessToken:
+        """A token for `scopes`, or for those not optional when the key refuses those."""
+        exchanges = [exchange for exchange, _ in made]
+        key = (registration.id, registration.client_id)
+        narrowed = time.monotonic() < self._without_optional.get(key, -math.inf)
+        wanted = [scope for scope in scopes if not (narrowed and scope in OPTIONAL_SCOPES)]
+        if needs is not None and needs not in wanted:
+            message = f"the developer key does not grant the scope {needs}"
+            raise AgsError(failure(FailureCode.scope_not_granted, message), exchanges)
         try:
-            return await self._tokens.get(registration, scopes)
+            return await self._tokens.get(registration, wanted)
         except TokenError as error:
-            raise AgsError(error.outcome, [exchange for exchange, _ in made]) from error
+            essential = [scope for scope in wanted if scope not in OPTIONAL_SCOPES]
+            refused = error.outcome.code == FailureCode.scope_not_granted
+            if not refused or essential == wanted:
+                raise AgsError(error.outcome, exchanges) from error
+        # The key lacks an optional scope (or more): deliver with the others meanwhile.
+        self._without_optional[key] = time.monotonic() + SCOPES_REFUSED_MEMORY_SECONDS
+        return await self._token(registration, scopes, made, needs)
 
 
 def _document(response: httpx.Response) -> Any:

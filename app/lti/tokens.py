@@ -45,12 +45,13 @@ SCOPE_PREFIX = "https://purl.imsglobal.org/spec/lti-ags/scope/"
 SCOPE_LINEITEM_READONLY = SCOPE_PREFIX + "lineitem.readonly"
 SCOPE_RESULT_READONLY = SCOPE_PREFIX + "result.readonly"
 SCOPE_SCORE = SCOPE_PREFIX + "score"
-DELIVERY_SCOPES: tuple[str, ...] = (SCOPE_LINEITEM_READONLY, SCOPE_SCORE)
-"""What a delivery needs: read the line item's points, post the score."""
-RESULT_SCOPES: tuple[str, ...] = (SCOPE_RESULT_READONLY,)
-"""Reading a student's result, after a post whose outcome is unknown. A token of its own: a
-developer key without this scope must not stop deliveries (Canvas refuses a token request
-naming a scope the key lacks), it only makes that check impossible."""
+DELIVERY_SCOPES: tuple[str, ...] = (SCOPE_LINEITEM_READONLY, SCOPE_RESULT_READONLY, SCOPE_SCORE)
+"""What a delivery asks for, in one token: read the line item's points, read the student's
+result (after a post whose outcome is unknown), post the score."""
+OPTIONAL_SCOPES: frozenset[str] = frozenset({SCOPE_RESULT_READONLY})
+"""Scopes a delivery can do without: a developer key that lacks them must not stop deliveries
+(Canvas refuses a token request naming a scope the key lacks), so the client then asks for
+the others only (app.lti.ags)."""
 
 DEFAULT_EXPIRES_IN = 3600
 REFRESH_MARGIN_CAP = timedelta(minutes=5)

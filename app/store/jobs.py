@@ -272,17 +272,27 @@ async def claim_jobs(
 async def renew_leases(
     session: AsyncSession, *, owner: str, job_ids: Collection[int], now: datetime, lease: timedelta
 ) -> int:
-    """Extend the leases `owner` still holds; returns how many it holds."""
+    """Extend the leases `owner` still holds; returns how many it holds.
+
+    The rows are locked in id order, as `finish_jobs` writes them, so renewing the leases of
+    jobs whose results are being written waits for the writer instead of deadlocking with it.
+    """
     if not job_ids:
         return 0
     expires = now + lease
-    result = await session.execute(
-        update(_jobs)
+    held = (
+        select(_jobs.c.id)
         .where(
-            _jobs.c.id.in_(list(job_ids)),
+            _jobs.c.id.in_(sorted(set(job_ids))),
             _jobs.c.lease_owner == owner,
             _jobs.c.status == JobStatus.in_flight,
         )
+        .order_by(_jobs.c.id)
+        .with_for_update()
+    )
+    result = await session.execute(
+        update(_jobs)
+        .where(_jobs.c.id.in_(held.scalar_subquery()))
         .values(lease_expires_at=expires, next_attempt_at=expires, updated_at=now)
     )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -295,9 +305,14 @@ async def release_expired_leases(session: AsyncSession, *, now: datetime) -> lis
     next delivery reads the student's result before sending again. Each gets an attempt row
     saying so.
     """
+    expired = (
+        select(_jobs.c.id)
+        .where(_jobs.c.status == JobStatus.in_flight, _jobs.c.next_attempt_at < now)
+        .with_for_update(skip_locked=True)  # rows being written or renewed are not lost
+    )
     released = await session.scalars(
         update(_jobs)
-        .where(_jobs.c.status == JobStatus.in_flight, _jobs.c.next_attempt_at < now)
+        .where(_jobs.c.id.in_(expired.scalar_subquery()))
         .values(
             status=JobStatus.pending,
             lease_owner=None,
@@ -374,6 +389,7 @@ async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> N
     """
     if not finishes:
         return
+    finishes = sorted(finishes, key=lambda finish: finish.job_id)  # rows locked in id order
     await session.execute(
         update(_jobs)
         .where(

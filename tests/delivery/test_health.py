@@ -106,3 +106,16 @@ def test_an_unexpected_error_is_logged_with_its_traceback_once(
             health.failed("writing delivery results", error)
     errors = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
+
+
+def test_a_deadlock_is_retried_quietly_and_is_no_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="passback.delivery")
+    health = DatabaseHealth(first=0.1, maximum=1.0)
+    deadlock = wrapped(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
+    health.failed("writing delivery results", deadlock)
+    health.failed("writing delivery results", deadlock)
+    health.recovered("writing delivery results")
+    assert not health.down
+    assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.INFO, None)]

@@ -170,20 +170,32 @@ async def test_a_students_result_is_read_with_what_canvas_stored_of_the_post(
     assert missing.result is None
 
 
-async def test_results_are_read_with_a_token_of_their_own_scope(world: World) -> None:
-    await world.context.ags.read_line_item(world.platform, world.line_item_url)
-    await world.context.ags.read_result(world.platform, world.line_item_url, world.students[0])
-    # Deliveries never ask for result.readonly, so a key without it still delivers.
-    assert await world.sandbox.admin.token_grants(world.client_id) == 2
-    key = await world.sandbox.admin.call("GET", f"/developer-keys/{world.client_id}")
+async def test_one_token_serves_line_items_results_and_scores(world: World) -> None:
+    ags, student = world.context.ags, world.students[0]
+    await ags.read_line_item(world.platform, world.line_item_url)
+    await ags.read_result(world.platform, world.line_item_url, student)
+    await ags.post_score(world.platform, world.line_item_url, a_score(student))
+    assert await world.sandbox.admin.token_grants(world.client_id) == 1
+
+
+async def test_a_key_without_result_readonly_still_delivers(world: World) -> None:
+    admin, ags, student = world.sandbox.admin, world.context.ags, world.students[0]
+    key = await admin.call("GET", f"/developer-keys/{world.client_id}")
     without = [scope for scope in key["scopes"] if not scope.endswith("/result.readonly")]
-    await world.sandbox.admin.update_developer_key(world.client_id, scopes=without)
-    world.context.tokens.clear()
-    with pytest.raises(AgsError) as raised:
-        await world.context.ags.read_result(world.platform, world.line_item_url, world.students[0])
-    assert raised.value.code == "scope_not_granted"
-    item = await world.context.ags.read_line_item(world.platform, world.line_item_url)
+    await admin.update_developer_key(world.client_id, scopes=without)
+
+    item = await ags.read_line_item(world.platform, world.line_item_url)
+    exchanges = await ags.post_score(world.platform, world.line_item_url, a_score(student))
+
     assert item.points == Decimal(10)
+    assert exchanges[-1].outcome.code == "delivered"
+    with pytest.raises(AgsError) as raised:
+        await ags.read_result(world.platform, world.line_item_url, student)
+    assert raised.value.code == "scope_not_granted"
+    assert "result.readonly" in (raised.value.outcome.message or "")
+    # Refused once with the scope, granted without it; then that token serves every call.
+    assert await admin.token_grants(world.client_id) == 1
+    assert await admin.requests(path_contains="/results") == []
 
 
 def test_results_go_before_the_line_item_query_string() -> None:
