@@ -124,11 +124,6 @@ class Lane:
         return self.storm > 0
 
     @property
-    def paused_for(self) -> float:
-        """Seconds left of the current pause (0 when not paused)."""
-        return max(0.0, self._paused_until - time.monotonic())
-
-    @property
     def requests(self) -> int:
         """Requests to this platform in flight (or about to be)."""
         return self._slots.taken
