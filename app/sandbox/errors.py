@@ -11,6 +11,7 @@ Canvas uses four body shapes (canvas-ags.md §2); each has its own exception cla
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from starlette.responses import Response
@@ -38,13 +39,14 @@ def status_symbol(status: int) -> str:
     return STATUS_SYMBOLS.get(status, "error")
 
 
-class PlatformError(Exception):
+class PlatformError(Exception, ABC):
     """An error the sandbox answers the way Canvas would."""
 
     status: int
 
+    @abstractmethod
     def response(self) -> Response:
-        raise NotImplementedError
+        """The answer Canvas would give, in its shape for this kind of error."""
 
 
 class LtiServiceError(PlatformError):
