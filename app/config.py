@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     lease_seconds: float = 120.0
     run_workers: bool = True
 
+    intake_max_batch: int = Field(
+        default=128,
+        ge=1,
+        description="Most submission events written by one database statement (they are "
+        "batched only when they arrive faster than they are written).",
+    )
+    intake_batches_in_flight: int = Field(
+        default=4,
+        ge=1,
+        description="Event batches written at once on PostgreSQL (SQLite writes one at a time).",
+    )
     max_body_bytes: int = 1_000_000
     public_base_url: str | None = None
     log_json: bool = True

@@ -10,6 +10,7 @@ import socket
 import ssl
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.clock import Clock, utc_now
 from app.config import Settings
 from app.delivery.wakeup import Wakeup
+from app.intake.events import EventIntake
 from app.lti.ags import AgsClient
 from app.lti.jwks import JwksCache
 from app.lti.keys import ToolKeyring
@@ -76,6 +78,8 @@ class AppContext:
     """Clients for AGS calls: several small pools instead of one big one, because httpx scans
     every connection of a pool for each request (quadratic in the pool's size)."""
     ags: AgsClient = field(init=False)
+    events: EventIntake = field(init=False)
+    """Submission events in, written in batches."""
 
     def __post_init__(self) -> None:
         insecure_hosts = self.settings.insecure_hosts
@@ -95,6 +99,15 @@ class AppContext:
         )
         self.ags = AgsClient(
             self.ags_http, self.tokens, insecure_hosts=insecure_hosts, clock=self.clock
+        )
+        concurrent_writes = self.engine.dialect.name == "postgresql"
+        self.events = EventIntake(
+            self.engine,
+            clock=self.clock,
+            metrics=self.metrics,
+            deadline=timedelta(seconds=self.settings.delivery_deadline_seconds),
+            max_batch=self.settings.intake_max_batch,
+            batches_in_flight=self.settings.intake_batches_in_flight if concurrent_writes else 1,
         )
 
     @classmethod

@@ -18,6 +18,12 @@ class Metrics:
             ["decision"],
             registry=self.registry,
         )
+        self.intake_batch_events = Histogram(
+            "passback_intake_batch_events",
+            "Submission events written together in one batch (more under load).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
         self.launches = Counter(
             "passback_launches_total",
             "Launches received, by outcome.",

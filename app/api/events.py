@@ -7,7 +7,6 @@ numbers become Decimal, never float); the OpenAPI document still describes it.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
@@ -24,7 +23,6 @@ from app.intake.events import (
     MalformedJsonError,
     SubmissionEventIn,
     parse_json_exactly,
-    receive_event,
 )
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -103,12 +101,7 @@ async def submit_event(request: Request) -> Response:
     await caller_with_scope(request, context, "events")
     event = await _parse(request)
     try:
-        answer = await receive_event(
-            context.engine,
-            event,
-            now=context.clock(),
-            deadline=timedelta(seconds=context.settings.delivery_deadline_seconds),
-        )
+        answer = await context.events.receive(event)
     except EventIdReusedError as exc:
         raise ProblemError(
             409,

@@ -1,17 +1,19 @@
 """Submission-event intake: record what Formative scored, decide automatic passback, and
 queue the delivery when every condition holds (SPEC §2.1, §3).
 
-The student's launch is read first and the decision made in `app.grading`; then one atomic
-write keeps the formative's and the student's facts, the job (when eligible) and the event
-with its answer, together or not at all (one statement on PostgreSQL for an ineligible
-event, one transaction for an eligible one). The answer is stored byte for byte, so a
-repeated `event_id` gets exactly the first answer, even when the repeat races the original.
+Events that arrive together are handled in batches: the students' launches are read first
+(one query) and each decision made in `app.grading`; then one atomic write keeps every
+event with its answer, the formatives' and the students' facts, and the jobs of the eligible
+ones, together or not at all (one statement on PostgreSQL, one transaction on SQLite). The
+answer is stored byte for byte, so a repeated `event_id` gets exactly the first answer, even
+when the repeat races the original.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -31,9 +33,10 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.clock import Clock
 from app.grading.eligibility import (
     Eligibility,
     EventType,
@@ -43,10 +46,12 @@ from app.grading.eligibility import (
     all_auto_graded,
     automatic_passback,
 )
+from app.intake.batching import MicroBatcher
 from app.intake.schemas import FormativeId, ReasonOut
 from app.lti.launch import can_post_scores
+from app.metrics import Metrics
 from app.store import events as store
-from app.store.jobs import NewJob, enqueue_job
+from app.store.jobs import NewJob
 from app.store.models import JobKind
 
 # ---------------------------------------------------------------------------------------------
@@ -207,15 +212,11 @@ class EventIdReusedError(Exception):
     """The `event_id` was already used for a different event."""
 
 
-class _AlreadyReceived(Exception):
-    """Rolls back the transaction of a repeat (its facts were recorded the first time)."""
-
-
-class _AutomaticPairTaken(Exception):
-    """Another transaction queued the automatic passback of this pair first."""
-
-
 MAX_TRIES = 3
+"""Writes of a batch tried again after a deadlock, or of one event after its automatic
+passback's pair was taken by a concurrent event."""
+
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
 
 
 def request_digest(event: SubmissionEventIn) -> str:
@@ -274,16 +275,9 @@ def decide(
     return automatic_passback(submission, launch)
 
 
-async def _queue(
-    session: AsyncSession,
-    event: SubmissionEventIn,
-    target: store.PassbackTarget,
-    *,
-    now: datetime,
-    deadline: timedelta,
-) -> int:
+def _automatic_job(event: SubmissionEventIn, target: store.PassbackTarget) -> NewJob:
     assert target.lineitem_url is not None
-    job = NewJob(
+    return NewJob(
         kind=JobKind.automatic,
         platform_id=target.platform_id,
         formative_id=event.formative.id,
@@ -298,121 +292,201 @@ async def _queue(
         response_url=event.response_url,
         event_id=event.event_id,
     )
-    try:
-        return (await enqueue_job(session, job, now=now, deadline=deadline)).id
-    except IntegrityError as exc:
-        raise _AutomaticPairTaken from exc
 
 
 def _decision(eligibility: Eligibility) -> Decision:
     return Decision.queued if eligibility.eligible else Decision.not_eligible
 
 
-def _answer(event: SubmissionEventIn, eligibility: Eligibility, job_id: int | None) -> bytes:
+def _answer(event: SubmissionEventIn, eligibility: Eligibility, job_id: int | None) -> str:
     answer = EventDecision(
         event_id=event.event_id,
         decision=_decision(eligibility),
         reasons=[ReasonOut.of(reason) for reason in eligibility.reasons],
         job_id=job_id,
     )
-    return answer.model_dump_json().encode()
+    return answer.model_dump_json()
 
 
 @dataclass(frozen=True)
 class _Intake:
-    """One event on its way in: the facts to record and the parts of its record."""
+    """One event on its way in, with the digest that tells a repeat from a reuse."""
 
     event: SubmissionEventIn
     digest: str
-    received_at: datetime
 
-    def record(
-        self, eligibility: Eligibility, job_id: int | None, body: bytes
-    ) -> store.EventRecord:
-        return store.EventRecord(
-            event_id=self.event.event_id,
+    @property
+    def pair(self) -> store.Pair:
+        return (self.event.formative.id, self.event.student.id)
+
+    def write(
+        self, eligibility: Eligibility, target: store.PassbackTarget | None
+    ) -> store.EventWrite:
+        event = self.event
+        formative, work = _facts(event)
+        job = None
+        if eligibility.eligible:
+            assert target is not None
+            job = _automatic_job(event, target)
+        return store.EventWrite(
+            event_id=event.event_id,
             request_digest=self.digest,
-            formative_id=self.event.formative.id,
-            student_id=self.event.student.id,
-            type=self.event.type,
-            occurred_at=self.event.occurred_at,
-            received_at=self.received_at,
+            type=event.type,
+            occurred_at=event.occurred_at,
             decision=_decision(eligibility),
-            response_body=body.decode(),
-            job_id=job_id,
+            formative=formative,
+            work=work,
+            job=job,
+            answer=lambda job_id: _answer(event, eligibility, job_id),
         )
 
 
-async def _record(
-    executor: AsyncConnection | AsyncSession,
-    intake: _Intake,
-    eligibility: Eligibility,
-    job_id: int | None,
-) -> bytes:
-    """Record the event with its answer and facts; raises _AlreadyReceived for a known id."""
-    body = _answer(intake.event, eligibility, job_id)
-    formative, work = _facts(intake.event)
-    record = intake.record(eligibility, job_id, body)
-    if not await store.record_event(executor, record, formative, work):
-        raise _AlreadyReceived
-    return body
+def conflict_keys(event: SubmissionEventIn) -> tuple[str, store.Pair]:
+    """What two events written in one batch must not share: the event id, and the student's
+    work on a formative (each batch then writes a row once, in the order events came)."""
+    return (event.event_id, (event.formative.id, event.student.id))
 
 
-async def _record_and_queue(
-    connection: AsyncConnection,
-    intake: _Intake,
-    eligibility: Eligibility,
-    target: store.PassbackTarget,
-    deadline: timedelta,
-) -> bytes:
-    async with store.session_in_transaction(connection) as session:
-        job_id = await _queue(
-            session, intake.event, target, now=intake.received_at, deadline=deadline
-        )
-        return await _record(session, intake, eligibility, job_id)
-
-
-async def receive_event(
+async def receive_events(
     engine: AsyncEngine,
-    event: SubmissionEventIn,
+    events: Sequence[SubmissionEventIn],
     *,
     now: datetime,
     deadline: timedelta,
-) -> EventAnswer:
-    """Record the event, decide, and queue the passback when eligible (committed on return).
+) -> list[EventAnswer | Exception]:
+    """Record the events, decide each, and queue the passbacks of the eligible ones
+    (committed on return). The events must not share a `conflict_keys` key.
 
-    The decision reads the student's launch first; the writes that follow are atomic: an
-    ineligible event is one statement on PostgreSQL, an eligible one a transaction with its
-    job, on the same connection. Should another event queue the pair's automatic passback in
-    between, the unique index refuses the second job and the event is decided again.
-    Raises EventIdReusedError when `event_id` was used before for a different event.
+    One outcome per event, in order: its answer; EventIdReusedError when its `event_id` was
+    used before for a different event; or the error that kept it from being recorded. The
+    batch is written together; should that fail because of one event's values, or because
+    another event queued an automatic passback's pair in between, each event is written
+    alone so that only the one at fault fails (or is decided again).
     """
-    intake = _Intake(event, request_digest(event), now)
+    intakes = [_Intake(event, request_digest(event)) for event in events]
+    try:
+        return list(await _receive_together(engine, intakes, now, deadline, pair_taken=False))
+    except (IntegrityError, DataError, DBAPIError) as error:
+        if not _caused_by_a_value(error):
+            raise
+    outcomes: list[EventAnswer | Exception] = []
+    for intake in intakes:
+        try:
+            outcomes.append(await _receive_alone(engine, intake, now, deadline))
+        except Exception as error:  # (the caller raises it to this event's sender)
+            outcomes.append(error)
+    return outcomes
+
+
+def _caused_by_a_value(error: DBAPIError) -> bool:
+    """An error of what was written (a unique index, a value the database refuses), not of
+    the database being unreachable."""
+    if isinstance(error, IntegrityError | DataError):
+        return True
+    state = getattr(error.orig, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(("22", "23"))
+
+
+async def _receive_alone(
+    engine: AsyncEngine, intake: _Intake, now: datetime, deadline: timedelta
+) -> EventAnswer | Exception:
     pair_taken = False
     for _ in range(MAX_TRIES):
         try:
-            async with store.intake_connection(engine) as connection:
-                target = await store.find_passback_target(
-                    connection, event.formative.id, event.student.id
-                )
-                eligibility = decide(event, target, pair_taken=pair_taken)
-                if eligibility.eligible:
-                    assert target is not None
-                    body = await _record_and_queue(
-                        connection, intake, eligibility, target, deadline
-                    )
-                else:
-                    body = await _record(connection, intake, eligibility, None)
-            return EventAnswer(body, _decision(eligibility), first_time=True)
-        except _AutomaticPairTaken:
-            # Queued by a concurrent event for the same pair (or a repeat of this one).
+            (outcome,) = await _receive_together(
+                engine, [intake], now, deadline, pair_taken=pair_taken
+            )
+            return outcome
+        except IntegrityError:
+            # Its automatic passback's pair was queued by a concurrent event (or a repeat).
             pair_taken = True
-        except _AlreadyReceived:
+    raise RuntimeError(f"event {intake.event.event_id!r} could not be recorded")
+
+
+async def _receive_together(
+    engine: AsyncEngine,
+    intakes: Sequence[_Intake],
+    now: datetime,
+    deadline: timedelta,
+    *,
+    pair_taken: bool,
+) -> Sequence[EventAnswer | Exception]:
+    """Read the students' launches, decide, and write the batch at once (all or nothing);
+    then the first answers of the events that were already known."""
+    for tries_left in reversed(range(MAX_TRIES)):
+        try:
+            async with store.intake_connection(engine) as connection:
+                targets = await store.find_passback_targets(
+                    connection, [intake.pair for intake in intakes]
+                )
+                decisions: dict[str, Decision] = {}
+                writes = []
+                for intake in intakes:
+                    eligibility = decide(
+                        intake.event, targets.get(intake.pair), pair_taken=pair_taken
+                    )
+                    decisions[intake.event.event_id] = _decision(eligibility)
+                    writes.append(intake.write(eligibility, targets.get(intake.pair)))
+                recorded = await store.record_events(
+                    connection, writes, received_at=now, deadline=deadline
+                )
+                known = [i.event.event_id for i in intakes if i.event.event_id not in recorded]
+                stored = await store.find_answers(connection, known) if known else {}
             break
-    async with engine.connect() as connection:
-        stored = await store.find_answer(connection, event.event_id)
-    if stored is None:
-        raise RuntimeError(f"event {event.event_id!r} could not be recorded")
-    if stored.request_digest != intake.digest:
-        raise EventIdReusedError(event.event_id)
-    return EventAnswer(stored.response_body.encode(), Decision(stored.decision), first_time=False)
+        except DBAPIError as error:
+            if tries_left and getattr(error.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+                continue  # a deadlock with a concurrent batch: nothing was written
+            raise
+    outcomes: list[EventAnswer | Exception] = []
+    for intake in intakes:
+        event_id = intake.event.event_id
+        if event_id in recorded:
+            answer = recorded[event_id].encode()
+            outcomes.append(EventAnswer(answer, decisions[event_id], first_time=True))
+        elif event_id not in stored:
+            outcomes.append(RuntimeError(f"event {event_id!r} could not be recorded"))
+        elif stored[event_id].request_digest != intake.digest:
+            outcomes.append(EventIdReusedError(event_id))
+        else:
+            first = stored[event_id]
+            outcomes.append(
+                EventAnswer(first.response_body.encode(), Decision(first.decision), False)
+            )
+    return outcomes
+
+
+class EventIntake:
+    """The instance's way in for submission events: events that arrive together are written
+    together (`MicroBatcher`), each caller getting its own answer once it is committed."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        deadline: timedelta,
+        max_batch: int,
+        batches_in_flight: int,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._metrics = metrics
+        self._deadline = deadline
+        self._batcher: MicroBatcher[SubmissionEventIn, EventAnswer] = MicroBatcher(
+            self._write,
+            keys_of=conflict_keys,
+            max_size=max_batch,
+            max_in_flight=batches_in_flight,
+        )
+
+    async def receive(self, event: SubmissionEventIn) -> EventAnswer:
+        """The event's answer, committed. Raises EventIdReusedError when its `event_id` was
+        used before for a different event, or the error that kept it from being recorded."""
+        return await self._batcher.submit(event)
+
+    async def _write(self, events: Sequence[SubmissionEventIn]) -> list[EventAnswer | Exception]:
+        self._metrics.intake_batch_events.observe(len(events))
+        return await receive_events(
+            self._engine, events, now=self._clock(), deadline=self._deadline
+        )

@@ -1,11 +1,13 @@
 """Queries of event intake: what the service knows of formatives and student work, the
 student's passback target, and the record of each event with the answer it got.
 
-Intake is the hot path, so it costs few round trips. On PostgreSQL the event, its answer
-and its facts are written by one statement (data-modifying CTEs) on an autocommit
-connection: atomic without BEGIN/COMMIT. On SQLite the same writes run as a few statements
-in the caller's transaction. Either way:
-- the facts are written only when the event is new (a reused `event_id` changes nothing);
+Intake is the hot path, and events arrive together: a batch of them costs a few round trips
+in all. On PostgreSQL the targets of a batch are one query, and its events, answers, facts
+and jobs one statement (data-modifying CTEs) on an autocommit connection: atomic without
+BEGIN/COMMIT. On SQLite the same writes run as a few statements per event in the caller's
+transaction. Either way:
+- the facts and the job of an event are written only when the event is new (a reused
+  `event_id` changes nothing);
 - facts from an older event never overwrite those of a newer one (by the event's time);
 - on PostgreSQL the formative's row is updated (and so locked) only when its facts change,
   so a class submitting the same formative at once is not serialised on it.
@@ -14,22 +16,38 @@ in the caller's transaction. Either way:
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import ClauseElement, and_, bindparam, exists, func, select, text
+from sqlalchemy import (
+    ARRAY,
+    ClauseElement,
+    Column,
+    String,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from app.store.jobs import NewJob, enqueue_job, fresh_job_state, pair_key
 from app.store.models import (
     Formative,
     JobKind,
+    JobStatus,
     Launch,
     PassbackJob,
     Platform,
@@ -38,34 +56,20 @@ from app.store.models import (
 )
 from app.store.upsert import insert_for
 
-Executor = AsyncConnection | AsyncSession
-
-
-def _dialect_name(executor: Executor) -> str:
-    if isinstance(executor, AsyncSession):
-        return executor.get_bind().dialect.name
-    return executor.dialect.name
+_POSTGRESQL = asyncpg_dialect()  # type: ignore[no-untyped-call]  # (untyped in SQLAlchemy)
 
 
 @asynccontextmanager
 async def intake_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for reading the target and recording one event. On PostgreSQL no
-    transaction is opened: the read and an ineligible event's record are single statements
-    run on the driver (each atomic on its own); on SQLite, a transaction."""
+    """A connection for reading the targets and recording a batch. On PostgreSQL no
+    transaction is opened: the read and the write are single statements run on the driver
+    (each atomic on its own); on SQLite, a transaction."""
     if engine.dialect.name == "postgresql":
         async with engine.connect() as connection:
             yield connection
         return
     async with engine.begin() as connection:
         yield connection
-
-
-@asynccontextmanager
-async def session_in_transaction(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
-    """An ORM session in a transaction on the intake connection, committed on exit (on
-    SQLite it joins the transaction the connection already has open)."""
-    async with AsyncSession(bind=connection, expire_on_commit=False) as session, session.begin():
-        yield session
 
 
 class _DriverStatement:
@@ -77,19 +81,18 @@ class _DriverStatement:
     """
 
     def __init__(self, statement: ClauseElement) -> None:
-        dialect = asyncpg_dialect()  # type: ignore[no-untyped-call]  # (untyped in SQLAlchemy)
-        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        compiled = cast(SQLCompiler, statement.compile(dialect=_POSTGRESQL))
         self.sql = compiled.string
         self.names = list(compiled.positiontup or ())
         self.fixed = dict(compiled.params)
 
-    async def fetchrow(self, connection: AsyncConnection, values: Mapping[str, Any]) -> Any:
+    async def fetch(self, connection: AsyncConnection, values: Mapping[str, Any]) -> list[Any]:
         arguments = [values[name] if name in values else self.fixed[name] for name in self.names]
         pooled = await connection.get_raw_connection()
         driver = pooled.driver_connection
         assert driver is not None
         try:
-            return await driver.fetchrow(self.sql, *arguments)
+            return cast(list[Any], await driver.fetch(self.sql, *arguments))
         except Exception as error:
             await _raise_as_sqlalchemy(connection, pooled.dbapi_connection, error, self.sql)
             raise
@@ -154,23 +157,25 @@ class PassbackTarget:
     automatic_job_exists: bool
 
 
+_target_columns = (
+    Launch.platform_id,
+    Platform.active,
+    Launch.lineitem_url,
+    Launch.lti_user_id,
+    Launch.ags_scopes,
+    exists().where(
+        and_(
+            PassbackJob.formative_id == Launch.formative_id,
+            PassbackJob.student_id == Launch.student_id,
+            PassbackJob.kind == JobKind.automatic,
+            PassbackJob.lineitem_url == Launch.lineitem_url,
+            PassbackJob.lti_user_id == Launch.lti_user_id,
+        )
+    ),
+)
+
 _TARGET_QUERY = (
-    select(
-        Launch.platform_id,
-        Platform.active,
-        Launch.lineitem_url,
-        Launch.lti_user_id,
-        Launch.ags_scopes,
-        exists().where(
-            and_(
-                PassbackJob.formative_id == Launch.formative_id,
-                PassbackJob.student_id == Launch.student_id,
-                PassbackJob.kind == JobKind.automatic,
-                PassbackJob.lineitem_url == Launch.lineitem_url,
-                PassbackJob.lti_user_id == Launch.lti_user_id,
-            )
-        ),
-    )
+    select(*_target_columns)
     .join(Platform, Platform.id == Launch.platform_id)
     .where(
         Launch.formative_id == bindparam("formative_id"),
@@ -178,22 +183,33 @@ _TARGET_QUERY = (
     )
 )
 
+# PostgreSQL: the targets of a whole batch in one query, the pairs given as two arrays.
+_wanted = (
+    func.unnest(
+        sql_cast(bindparam("formative_ids"), ARRAY(String)),
+        sql_cast(bindparam("student_ids"), ARRAY(String)),
+    )
+    .table_valued("formative_id", "student_id", with_ordinality="n")
+    .render_derived()
+)
+_TARGETS_ON_DRIVER = _DriverStatement(
+    select(_wanted.c.n, *_target_columns)
+    .select_from(_wanted)
+    .join(
+        Launch,
+        and_(
+            Launch.formative_id == _wanted.c.formative_id,
+            Launch.student_id == _wanted.c.student_id,
+        ),
+    )
+    .join(Platform, Platform.id == Launch.platform_id)
+)
 
-_TARGET_QUERY_ON_DRIVER = _DriverStatement(_TARGET_QUERY)
+Pair = tuple[str, str]
+"""(formative id, student id)"""
 
 
-async def find_passback_target(
-    executor: Executor, formative_id: str, student_id: str
-) -> PassbackTarget | None:
-    """The launch, whether its platform is active, and whether an automatic passback was
-    already queued for its (line item, student) pair; one query."""
-    values = {"formative_id": formative_id, "student_id": student_id}
-    if isinstance(executor, AsyncConnection) and executor.dialect.name == "postgresql":
-        row = await _TARGET_QUERY_ON_DRIVER.fetchrow(executor, values)
-    else:
-        row = (await executor.execute(_TARGET_QUERY, values)).first()
-    if row is None:
-        return None
+def _target(row: Sequence[Any]) -> PassbackTarget:
     platform_id, active, lineitem_url, lti_user_id, scopes, job_exists = row
     if isinstance(scopes, str):  # JSON text, as SQLAlchemy's asyncpg codec hands it over
         scopes = json.loads(scopes)
@@ -207,82 +223,207 @@ async def find_passback_target(
     )
 
 
+async def find_passback_targets(
+    connection: AsyncConnection, pairs: Sequence[Pair]
+) -> dict[Pair, PassbackTarget]:
+    """For each (formative, student) that has a launch: the launch, whether its platform is
+    active, and whether an automatic passback was already queued for its (line item,
+    student) pair. One query on PostgreSQL, one per pair on SQLite."""
+    if connection.dialect.name == "postgresql":
+        rows = await _TARGETS_ON_DRIVER.fetch(
+            connection,
+            {
+                "formative_ids": [formative_id for formative_id, _ in pairs],
+                "student_ids": [student_id for _, student_id in pairs],
+            },
+        )
+        return {pairs[row[0] - 1]: _target(row[1:]) for row in rows}
+    targets = {}
+    for formative_id, student_id in pairs:
+        values = {"formative_id": formative_id, "student_id": student_id}
+        row = (await connection.execute(_TARGET_QUERY, values)).first()
+        if row is not None:
+            targets[(formative_id, student_id)] = _target(row)
+    return targets
+
+
 @dataclass(frozen=True)
-class EventRecord:
+class EventWrite:
+    """One event to record: its facts, its automatic passback job if any, and its answer."""
+
     event_id: str
     request_digest: str
-    formative_id: str
-    student_id: str
     type: str
     occurred_at: datetime
-    received_at: datetime
     decision: str
-    response_body: str
-    job_id: int | None
+    formative: FormativeFacts
+    work: StudentWorkFacts
+    job: NewJob | None
+    answer: Callable[[int | None], str]
+    """The answer to keep and give, once the job's id (or None) is known."""
 
 
-async def record_event(
-    executor: Executor,
-    record: EventRecord,
-    formative: FormativeFacts,
-    work: StudentWorkFacts,
-) -> bool:
-    """Keep the event with its answer and, if its id is new, its facts. False (and nothing
-    written) when the id is already known. On SQLite, call inside a transaction."""
-    if _dialect_name(executor) == "postgresql":
-        return await _record_event_in_one_statement(executor, record, formative, work)
-    return await _record_event_step_by_step(executor, record, formative, work)
+async def record_events(
+    connection: AsyncConnection,
+    writes: Sequence[EventWrite],
+    *,
+    received_at: datetime,
+    deadline: timedelta,
+) -> dict[str, str]:
+    """Record each event whose id is new, with its answer, its facts and its job; returns
+    the answers recorded, by event id (an id already known is left out, nothing of it
+    written). All or nothing: an error (a job's pair taken meanwhile: IntegrityError) writes
+    none of them. On SQLite, call inside a transaction.
 
-
-# PostgreSQL: one statement. Each CTE sees the same snapshot; the facts are written only
-# when `event` inserted a row. A formative's row is inserted if missing (DO NOTHING takes no
-# lock on an existing row) and updated only when a fact differs.
-_RECORD_EVENT_POSTGRESQL = text(
+    Facts from an older event never overwrite those of a newer one (by the event's time).
+    The writes must be of distinct event ids and distinct (formative, student) pairs.
     """
-WITH event AS (
+    if connection.dialect.name == "postgresql":
+        return await _record_in_one_statement(connection, writes, received_at, deadline)
+    return await _record_step_by_step(connection, writes, received_at, deadline)
+
+
+_ALLOCATE_JOB_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('passback_jobs', 'id')) FROM generate_series(1, :count)"
+)
+_ALLOCATE_JOB_IDS_ON_DRIVER = _DriverStatement(_ALLOCATE_JOB_IDS)
+
+
+def _pg_type(column: Column[Any]) -> str:
+    return column.type.compile(dialect=_POSTGRESQL)
+
+
+_EVENT_COLUMNS = {
+    "event_id": "varchar",
+    "request_digest": "varchar",
+    "formative_id": "varchar",
+    "student_id": "varchar",
+    "type": "varchar",
+    "occurred_at": "timestamptz",
+    "decision": "varchar",
+    "response_body": "text",
+    "job_id": "bigint",
+    "title": "varchar",
+    "organization_id": "varchar",
+    "license": "varchar",
+    "auto_passback": "boolean",
+    "all_auto_graded": "boolean",
+    "teacher_ids": "text",
+    "class_id": "varchar",
+    "student_name": "varchar",
+    "started": "boolean",
+    "submitted": "boolean",
+    "attempt": "integer",
+    "score": "numeric",
+    "max_score": "numeric",
+    "submitted_at": "timestamptz",
+    "response_url": "varchar",
+}
+"""The batch's columns, one array parameter each (`e_<name>`)."""
+
+_JOB_TABLE = cast(Table, PassbackJob.__table__)
+_JOB_INPUT = ["id", "pair_key", *(field.name for field in fields(NewJob))]
+"""The new jobs' columns, one array parameter each (`j_<name>`); the rest are the same for
+every job (`fresh_job_state`, bound once) or decided by the statement."""
+_FRESH_JOB_COLUMNS = list(fresh_job_state(datetime.min, timedelta(0)))
+
+
+def _unnest(prefix: str, columns: dict[str, str], alias: str) -> str:
+    arrays = ", ".join(f"CAST(:{prefix}{name} AS {kind}[])" for name, kind in columns.items())
+    return f"unnest({arrays}) AS {alias}({', '.join(columns)})"
+
+
+# PostgreSQL: the batch in one statement, its rows given as arrays. Each CTE sees the same
+# snapshot; only the events whose id is new (`event`) have their jobs and facts written. A
+# job's `new_submission`/`submission_unconfirmed` follow `enqueue_job`'s rule (earlier jobs of
+# the same submission), and it supersedes its pair's pending jobs as `enqueue_job` does. A
+# formative's row is inserted if missing (DO NOTHING takes no lock on an existing row) and
+# updated, from the batch's newest event of it, only when a fact differs.
+# (S608: what is put into the text is our own column names, never input.)
+_RECORD_EVENTS = text(
+    f"""
+WITH input AS (
+    SELECT * FROM {_unnest("e_", _EVENT_COLUMNS, "i")}
+),
+event AS (
     INSERT INTO submission_events (event_id, request_digest, formative_id, student_id, type,
                                    occurred_at, received_at, decision, response_body, job_id)
-    VALUES (:event_id, :request_digest, :formative_id, :student_id, :type,
-            :occurred_at, :received_at, :decision, :response_body, :job_id)
+    SELECT event_id, request_digest, formative_id, student_id, type,
+           occurred_at, :received_at, decision, response_body, job_id
+    FROM input ORDER BY event_id
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
+),
+recorded AS (
+    SELECT input.* FROM input JOIN event USING (event_id)
+),
+job_input AS (
+    SELECT j.* FROM {
+        _unnest("j_", {name: _pg_type(_JOB_TABLE.c[name]) for name in _JOB_INPUT}, "j")
+    }
+    JOIN event USING (event_id)
+),
+job AS (
+    INSERT INTO passback_jobs ({", ".join(_JOB_INPUT)}, {", ".join(_FRESH_JOB_COLUMNS)},
+                               new_submission, submission_unconfirmed)
+    SELECT {", ".join(f"j.{name}" for name in _JOB_INPUT)},
+           {", ".join(f":f_{name}" for name in _FRESH_JOB_COLUMNS)},
+           NOT earlier.delivered, earlier.sent AND NOT earlier.delivered
+    FROM job_input j
+    CROSS JOIN LATERAL (
+        SELECT bool_or(e.status = :delivered) IS TRUE AS delivered,
+               bool_or(e.attempt_count > 0 OR e.status = :in_flight) IS TRUE AS sent
+        FROM passback_jobs e
+        WHERE e.pair_key = j.pair_key AND e.submitted_at IS NOT DISTINCT FROM j.submitted_at
+    ) AS earlier
+),
+superseded AS (
+    UPDATE passback_jobs old
+    SET status = :superseded, superseded_by = pending.new_id, outcome_code = :superseded,
+        updated_at = :received_at, finished_at = :received_at
+    FROM (
+        SELECT o.id, j.id AS new_id FROM job_input j
+        CROSS JOIN LATERAL (
+            -- OFFSET 0 keeps this a probe of ix_passback_jobs_pair per new job: flattened,
+            -- the planner may walk every pending job instead when its statistics are old.
+            SELECT id FROM passback_jobs WHERE pair_key = j.pair_key AND status = :pending
+            OFFSET 0
+        ) AS o
+    ) AS pending
+    WHERE old.id = pending.id
+),
+newest_of_formative AS (
+    SELECT DISTINCT ON (formative_id) * FROM recorded ORDER BY formative_id, occurred_at DESC
 ),
 new_formative AS (
     INSERT INTO formatives (id, title, organization_id, license, auto_passback,
                             all_auto_graded, teacher_ids, updated_at)
-    SELECT CAST(:formative_id AS varchar), CAST(:title AS varchar),
-           CAST(:organization_id AS varchar), CAST(:license AS varchar),
-           CAST(:auto_passback AS boolean), CAST(:all_auto_graded AS boolean),
-           CAST(:teacher_ids AS json), CAST(:occurred_at AS timestamptz)
-    FROM event
+    SELECT formative_id, title, organization_id, license, auto_passback,
+           all_auto_graded, CAST(teacher_ids AS json), occurred_at
+    FROM newest_of_formative
     ON CONFLICT (id) DO NOTHING
 ),
 changed_formative AS (
-    UPDATE formatives
-    SET title = :title, organization_id = :organization_id, license = :license,
-        auto_passback = :auto_passback, all_auto_graded = :all_auto_graded,
-        teacher_ids = CAST(:teacher_ids AS json), updated_at = :occurred_at
-    WHERE id = :formative_id
-      AND EXISTS (SELECT 1 FROM event)
-      AND updated_at <= :occurred_at
-      AND (title, organization_id, license, auto_passback, all_auto_graded,
-           CAST(teacher_ids AS jsonb))
+    UPDATE formatives f
+    SET title = n.title, organization_id = n.organization_id, license = n.license,
+        auto_passback = n.auto_passback, all_auto_graded = n.all_auto_graded,
+        teacher_ids = CAST(n.teacher_ids AS json), updated_at = n.occurred_at
+    FROM newest_of_formative n
+    WHERE f.id = n.formative_id
+      AND f.updated_at <= n.occurred_at
+      AND (f.title, f.organization_id, f.license, f.auto_passback, f.all_auto_graded,
+           CAST(f.teacher_ids AS jsonb))
           IS DISTINCT FROM
-          (CAST(:title AS varchar), CAST(:organization_id AS varchar),
-           CAST(:license AS varchar), CAST(:auto_passback AS boolean),
-           CAST(:all_auto_graded AS boolean), CAST(:teacher_ids AS jsonb))
+          (n.title, n.organization_id, n.license, n.auto_passback, n.all_auto_graded,
+           CAST(n.teacher_ids AS jsonb))
 ),
 work AS (
     INSERT INTO student_work AS known (formative_id, student_id, class_id, student_name,
                                        started, submitted, attempt, score, max_score,
                                        submitted_at, response_url, last_event_at)
-    SELECT CAST(:formative_id AS varchar), CAST(:student_id AS varchar),
-           CAST(:class_id AS varchar), CAST(:student_name AS varchar),
-           CAST(:started AS boolean), CAST(:submitted AS boolean), CAST(:attempt AS integer),
-           CAST(:score AS numeric), CAST(:max_score AS numeric),
-           CAST(:submitted_at AS timestamptz), CAST(:response_url AS varchar),
-           CAST(:occurred_at AS timestamptz)
-    FROM event
+    SELECT formative_id, student_id, class_id, student_name, started, submitted, attempt,
+           score, max_score, submitted_at, response_url, occurred_at
+    FROM recorded ORDER BY formative_id, student_id
     ON CONFLICT (formative_id, student_id) DO UPDATE
     SET class_id = excluded.class_id, student_name = excluded.student_name,
         started = excluded.started, submitted = excluded.submitted,
@@ -292,23 +433,29 @@ work AS (
         last_event_at = excluded.last_event_at
     WHERE known.last_event_at <= excluded.last_event_at
 )
-SELECT count(*) FROM event
-"""
+SELECT event_id FROM event
+"""  # noqa: S608
 ).bindparams(
-    bindparam("occurred_at", type_=StudentWork.last_event_at.type),
-    bindparam("received_at", type_=SubmissionEvent.received_at.type),
-    bindparam("submitted_at", type_=StudentWork.submitted_at.type),
+    delivered=JobStatus.delivered.value,
+    in_flight=JobStatus.in_flight.value,
+    pending=JobStatus.pending.value,
+    superseded=JobStatus.superseded.value,
 )
+_RECORD_EVENTS_ON_DRIVER = _DriverStatement(_RECORD_EVENTS)
 
 
-_RECORD_EVENT_ON_DRIVER = _DriverStatement(_RECORD_EVENT_POSTGRESQL)
-
-
-async def _record_event_in_one_statement(
-    executor: Executor, record: EventRecord, formative: FormativeFacts, work: StudentWorkFacts
-) -> bool:
-    parameters: dict[str, Any] = {
-        **vars(record),
+def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, Any]:
+    formative, work = write.formative, write.work
+    return {
+        "event_id": write.event_id,
+        "request_digest": write.request_digest,
+        "formative_id": formative.id,
+        "student_id": work.student_id,
+        "type": write.type,
+        "occurred_at": write.occurred_at,
+        "decision": write.decision,
+        "response_body": body,
+        "job_id": job_id,
         "title": formative.title,
         "organization_id": formative.organization_id,
         "license": formative.license,
@@ -325,29 +472,84 @@ async def _record_event_in_one_statement(
         "submitted_at": work.submitted_at,
         "response_url": work.response_url,
     }
-    # In a session's transaction too: the driver's connection is the one in that transaction.
-    connection = executor if isinstance(executor, AsyncConnection) else await executor.connection()
-    row = await _RECORD_EVENT_ON_DRIVER.fetchrow(connection, parameters)
-    return bool(row[0])
 
 
-async def _record_event_step_by_step(
-    executor: Executor, record: EventRecord, formative: FormativeFacts, work: StudentWorkFacts
-) -> bool:
-    event = (
-        insert_for(executor, SubmissionEvent)
-        .values(**asdict(record))
-        .on_conflict_do_nothing(index_elements=[SubmissionEvent.event_id])
-        .returning(SubmissionEvent.event_id)
-    )
-    if (await executor.execute(event)).first() is None:
-        return False
-    await _upsert_formative(executor, formative)
-    await _upsert_student_work(executor, work)
-    return True
+async def _record_in_one_statement(
+    connection: AsyncConnection,
+    writes: Sequence[EventWrite],
+    received_at: datetime,
+    deadline: timedelta,
+) -> dict[str, str]:
+    job_count = sum(write.job is not None for write in writes)
+    free_ids: Iterator[int] = iter(())
+    if job_count:
+        rows = await _ALLOCATE_JOB_IDS_ON_DRIVER.fetch(connection, {"count": job_count})
+        free_ids = iter(row[0] for row in rows)
+    answers: dict[str, str] = {}
+    event_rows: list[dict[str, Any]] = []
+    job_rows: list[dict[str, Any]] = []
+    for write in writes:
+        job_id = None if write.job is None else next(free_ids)
+        answers[write.event_id] = write.answer(job_id)
+        event_rows.append(_event_row(write, answers[write.event_id], job_id))
+        if write.job is not None:
+            key = pair_key(write.job.lineitem_url, write.job.lti_user_id)
+            job_rows.append({"id": job_id, "pair_key": key, **asdict(write.job)})
+    parameters: dict[str, Any] = {"received_at": received_at}
+    for name in _EVENT_COLUMNS:
+        parameters[f"e_{name}"] = [row[name] for row in event_rows]
+    for name in _JOB_INPUT:
+        parameters[f"j_{name}"] = [row[name] for row in job_rows]
+    for name, value in fresh_job_state(received_at, deadline).items():
+        parameters[f"f_{name}"] = value
+    recorded = await _RECORD_EVENTS_ON_DRIVER.fetch(connection, parameters)
+    return {row[0]: answers[row[0]] for row in recorded}
 
 
-async def _upsert_formative(executor: Executor, facts: FormativeFacts) -> None:
+async def _record_step_by_step(
+    connection: AsyncConnection,
+    writes: Sequence[EventWrite],
+    received_at: datetime,
+    deadline: timedelta,
+) -> dict[str, str]:
+    answers: dict[str, str] = {}
+    async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+        for write in writes:
+            event = (
+                insert_for(connection, SubmissionEvent)
+                .values(
+                    event_id=write.event_id,
+                    request_digest=write.request_digest,
+                    formative_id=write.formative.id,
+                    student_id=write.work.student_id,
+                    type=write.type,
+                    occurred_at=write.occurred_at,
+                    received_at=received_at,
+                    decision=write.decision,
+                    response_body="",
+                )
+                .on_conflict_do_nothing(index_elements=[SubmissionEvent.event_id])
+                .returning(SubmissionEvent.event_id)
+            )
+            if (await connection.execute(event)).first() is None:
+                continue  # known: nothing of it is written again
+            await _upsert_formative(connection, write.formative)
+            await _upsert_student_work(connection, write.work)
+            job_id = None
+            if write.job is not None:
+                job_id = (
+                    await enqueue_job(session, write.job, now=received_at, deadline=deadline)
+                ).id
+            answers[write.event_id] = write.answer(job_id)
+            await connection.execute(
+                update(SubmissionEvent)
+                .where(SubmissionEvent.event_id == write.event_id)
+                .values(response_body=answers[write.event_id], job_id=job_id)
+            )
+    return answers
+
+
+async def _upsert_formative(executor: AsyncConnection, facts: FormativeFacts) -> None:
     values = asdict(facts)
     statement = insert_for(executor, Formative).values(**values)
     await executor.execute(
@@ -359,7 +561,7 @@ async def _upsert_formative(executor: Executor, facts: FormativeFacts) -> None:
     )
 
 
-async def _upsert_student_work(executor: Executor, facts: StudentWorkFacts) -> None:
+async def _upsert_student_work(executor: AsyncConnection, facts: StudentWorkFacts) -> None:
     values = asdict(facts)
     statement = insert_for(executor, StudentWork).values(**values)
     changed = {
@@ -385,15 +587,16 @@ class StoredAnswer:
     response_body: str
 
 
-async def find_answer(executor: Executor, event_id: str) -> StoredAnswer | None:
-    """The answer given to an event the first time it was received."""
-    row = (
-        await executor.execute(
-            select(
-                SubmissionEvent.request_digest,
-                SubmissionEvent.decision,
-                SubmissionEvent.response_body,
-            ).where(SubmissionEvent.event_id == event_id)
-        )
-    ).first()
-    return None if row is None else StoredAnswer(*row)
+async def find_answers(
+    connection: AsyncConnection, event_ids: Sequence[str]
+) -> dict[str, StoredAnswer]:
+    """The answers given to events the first time they were received, by event id."""
+    rows = await connection.execute(
+        select(
+            SubmissionEvent.event_id,
+            SubmissionEvent.request_digest,
+            SubmissionEvent.decision,
+            SubmissionEvent.response_body,
+        ).where(SubmissionEvent.event_id.in_(event_ids))
+    )
+    return {row[0]: StoredAnswer(*row[1:]) for row in rows}

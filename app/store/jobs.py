@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
     Integer,
@@ -61,6 +61,20 @@ class NewJob:
     acting_teacher_id: str | None = None
 
 
+def fresh_job_state(now: datetime, deadline: timedelta) -> dict[str, Any]:
+    """The bookkeeping columns of a job just queued: pending, due now, never tried."""
+    return {
+        "status": JobStatus.pending,
+        "maybe_delivered": False,
+        "attempt_count": 0,
+        "tries_since_queued": 0,
+        "next_attempt_at": now,
+        "deadline_at": now + deadline,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 async def _earlier_passbacks_of_same_submission(
     session: AsyncSession, key: str, submitted_at: datetime | None
 ) -> tuple[bool, bool]:
@@ -97,36 +111,11 @@ async def enqueue_job(
     key = pair_key(new.lineitem_url, new.lti_user_id)
     surely, possibly = await _earlier_passbacks_of_same_submission(session, key, new.submitted_at)
     job = PassbackJob(
-        kind=new.kind,
-        status=JobStatus.pending,
+        **asdict(new),
         pair_key=key,
-        platform_id=new.platform_id,
-        formative_id=new.formative_id,
-        student_id=new.student_id,
-        class_id=new.class_id,
-        batch_id=new.batch_id,
-        event_id=new.event_id,
-        lineitem_url=new.lineitem_url,
-        lti_user_id=new.lti_user_id,
-        mode=new.mode,
-        score=new.score,
-        max_score=new.max_score,
-        override_percent=new.override_percent,
-        override_points=new.override_points,
-        complete=new.complete,
-        comment=new.comment,
-        score_timestamp=new.score_timestamp,
-        submitted_at=new.submitted_at,
-        response_url=new.response_url,
         new_submission=not surely,
         submission_unconfirmed=possibly and not surely,
-        acting_teacher_id=new.acting_teacher_id,
-        attempt_count=0,
-        tries_since_queued=0,
-        next_attempt_at=now,
-        deadline_at=now + deadline,
-        created_at=now,
-        updated_at=now,
+        **fresh_job_state(now, deadline),
     )
     await _insert_job(session, job)
     connection = await session.connection()
