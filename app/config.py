@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         "batched only when they arrive faster than they are written).",
     )
     intake_batches_in_flight: int = Field(
-        default=4,
+        default=2,
         ge=1,
         description="Event batches written at once on PostgreSQL (SQLite writes one at a time).",
     )

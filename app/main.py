@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         workers = DeliveryEngine(app.state.context) if settings.run_workers else None
         if workers is not None:
             await workers.start()
+        gc.freeze()  # what startup built lives as long as the process: out of the collector's way
         try:
             yield
         finally:

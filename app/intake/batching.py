@@ -8,7 +8,8 @@ service, the larger the batches, and the fewer round trips and commits each item
 
 Items that conflict (the same key, see `keys_of`) never share a batch: the later one waits
 for a later batch, so a batch never holds two writes of one row and items keep the order in
-which they arrived.
+which they arrived. A batch that fails as a whole fails the items still waiting with the
+same error at once, so that during an outage no caller waits for more than one batch's try.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ class MicroBatcher(Generic[Item, Result]):
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
         except Exception as error:
+            # A fault of the whole batch (the database unreachable, say) would meet those
+            # waiting for a slot as well: they fail now rather than after waiting for it.
+            batch = [*batch, *self._waiting]
+            self._waiting = []
             outcomes = [error] * len(batch)
         for waiting, outcome in zip(batch, outcomes, strict=True):
             if waiting.future.done():

@@ -128,6 +128,29 @@ async def test_a_batch_that_fails_as_a_whole_fails_each_of_its_items() -> None:
         await batches.submit("d")
 
 
+async def test_when_a_batch_fails_as_a_whole_those_waiting_fail_with_it_at_once() -> None:
+    release = asyncio.Event()
+    batches_run: list[list[str]] = []
+
+    async def stuck_then_broken(items: Sequence[str]) -> list[str | BaseException]:
+        batches_run.append(list(items))
+        await release.wait()
+        raise ConnectionError("database down")
+
+    batches: MicroBatcher[str, str] = MicroBatcher(
+        stuck_then_broken, keys_of=lambda item: [item], max_size=10, max_in_flight=1
+    )
+    first = asyncio.create_task(batches.submit("a"))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(batches.submit(item)) for item in "bc"]
+    await asyncio.sleep(0)
+    release.set()
+    outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
+
+    assert [type(outcome) for outcome in outcomes] == [ConnectionError] * 3
+    assert batches_run == [["a"]]  # b and c never waited for a batch of their own
+
+
 async def test_a_caller_that_gives_up_does_not_stop_the_others_in_its_batch() -> None:
     recorder = Recorder()
     recorder.go.clear()
