@@ -107,6 +107,9 @@ async def enqueue_job(
     `new_submission` is true unless this submission surely reached the platform already. When
     it possibly did (an earlier job's outcome is unknown), the job is `submission_unconfirmed`:
     the delivery reads the student's result before opening a submission.
+
+    (Event intake on PostgreSQL queues automatic jobs in its batch statement, by the same
+    rules written in SQL: app/store/events.py `_RECORD_EVENTS`.)
     """
     key = pair_key(new.lineitem_url, new.lti_user_id)
     surely, possibly = await _earlier_passbacks_of_same_submission(session, key, new.submitted_at)
