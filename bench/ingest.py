@@ -206,6 +206,18 @@ async def automatic_jobs(database_url: str) -> int:
         await engine.dispose()
 
 
+async def mean_batch_size(base_url: str) -> float:
+    """Events per intake batch so far, from the service's /metrics."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        text_format = (await client.get("/metrics")).text
+    values = {}
+    for line in text_format.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("passback_intake_batch_events_sum", "passback_intake_batch_events_count"):
+            values[name.rsplit("_", 1)[1]] = float(value)
+    return values["sum"] / values["count"] if values.get("count") else float("nan")
+
+
 async def analyze(database_url: str) -> None:
     """Fresh planner statistics, as a server in service has (autovacuum would take a minute
     to notice tables that filled during the warm-up)."""
@@ -545,6 +557,7 @@ async def main(arguments: argparse.Namespace) -> None:
         queued = sum(run.decisions["queued"] for run in service_runs)
         jobs = await automatic_jobs(database_url)
         print(f"decisions in the saturation run: {dict(service_run.decisions)}")
+        print(f"events per intake batch, all runs: {await mean_batch_size(service_url):.1f}")
         print(f"answers 'queued' in all runs: {queued}; jobs in the database: {jobs}")
         print(
             f"service/bare: {share:.0%} (target ≥ 40%); events/s: {service_run.rate:.0f} "

@@ -308,7 +308,7 @@ _EVENT_COLUMNS = {
     "license": "varchar",
     "auto_passback": "boolean",
     "all_auto_graded": "boolean",
-    "teacher_ids": "text",
+    "teacher_ids": "json",
     "class_id": "varchar",
     "student_name": "varchar",
     "started": "boolean",
@@ -410,7 +410,7 @@ new_formative AS (
     INSERT INTO formatives (id, title, organization_id, license, auto_passback,
                             all_auto_graded, teacher_ids, updated_at)
     SELECT formative_id, title, organization_id, license, auto_passback,
-           all_auto_graded, CAST(teacher_ids AS json), occurred_at
+           all_auto_graded, teacher_ids, occurred_at
     FROM newest_of_formative
     ON CONFLICT (id) DO NOTHING
 ),
@@ -418,7 +418,7 @@ changed_formative AS (
     UPDATE formatives f
     SET title = n.title, organization_id = n.organization_id, license = n.license,
         auto_passback = n.auto_passback, all_auto_graded = n.all_auto_graded,
-        teacher_ids = CAST(n.teacher_ids AS json), updated_at = n.occurred_at
+        teacher_ids = n.teacher_ids, updated_at = n.occurred_at
     FROM newest_of_formative n
     WHERE f.id = n.formative_id
       AND f.updated_at <= n.occurred_at
@@ -456,6 +456,8 @@ _RECORD_EVENTS_ON_DRIVER = _DriverStatement(_RECORD_EVENTS)
 
 
 def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, Any]:
+    """The event's row of the batch's JSON (decimals and times as text, read by their
+    columns' types; converted here rather than by a `default` hook, called per value)."""
     formative, work = write.formative, write.work
     return {
         "event_id": write.event_id,
@@ -463,7 +465,7 @@ def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, An
         "formative_id": formative.id,
         "student_id": work.student_id,
         "type": write.type,
-        "occurred_at": write.occurred_at,
+        "occurred_at": write.occurred_at.isoformat(),
         "decision": write.decision,
         "response_body": body,
         "job_id": job_id,
@@ -472,15 +474,15 @@ def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, An
         "license": formative.license,
         "auto_passback": formative.auto_passback,
         "all_auto_graded": formative.all_auto_graded,
-        "teacher_ids": json.dumps(formative.teacher_ids),
+        "teacher_ids": formative.teacher_ids,
         "class_id": work.class_id,
         "student_name": work.student_name,
         "started": work.started,
         "submitted": work.submitted,
         "attempt": work.attempt,
-        "score": work.score,
-        "max_score": work.max_score,
-        "submitted_at": work.submitted_at,
+        "score": str(work.score),
+        "max_score": str(work.max_score),
+        "submitted_at": None if work.submitted_at is None else work.submitted_at.isoformat(),
         "response_url": work.response_url,
     }
 
@@ -505,7 +507,7 @@ async def _record_in_one_statement(
         event_rows.append(_event_row(write, answers[write.event_id], job_id))
         if write.job is not None:
             key = pair_key(write.job.lineitem_url, write.job.lti_user_id)
-            job_rows.append({"id": job_id, "pair_key": key, **asdict(write.job)})
+            job_rows.append({"id": job_id, "pair_key": key, **vars(write.job)})
     parameters: dict[str, Any] = {
         "received_at": received_at,
         "events": json.dumps(event_rows, default=_json_value),
