@@ -56,7 +56,12 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     install_problem_handlers(app)
     install_openapi(app)
     app.add_exception_handler(BodyTooLargeError, _on_body_too_large)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        direct_routes={("POST", "/v1/submission-events"): events.submit_event},
+        exception_handlers=app.exception_handlers,
+    )
     for module in (system, platforms, launches, events, passback, jobs, teach):
         app.include_router(module.router)
     return app

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
@@ -18,12 +23,30 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class RequestContextMiddleware:
-    """Tags the request with an id (the caller's `X-Request-Id` when sane) and caps its body."""
+Endpoint = Callable[[Request], Awaitable[Response]]
+ExceptionHandlers = Mapping[Any, Callable[[Request, Any], Response | Awaitable[Response]]]
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+
+class RequestContextMiddleware:
+    """Tags the request with an id (the caller's `X-Request-Id` when sane) and caps its body.
+
+    `direct_routes` are (method, path) → endpoint taking the Request: the hot path, called
+    here without the router and FastAPI's per-request wrapping (their cost was most of an
+    event's own); their errors go to the app's `exception_handlers`, as on any route.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        direct_routes: Mapping[tuple[str, str], Endpoint] | None = None,
+        exception_handlers: ExceptionHandlers | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.direct_routes = dict(direct_routes or {})
+        self.exception_handlers = exception_handlers or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,7 +75,9 @@ class RequestContextMiddleware:
                     await self._too_large(scope, receive, send, header)
                     return
                 receive = _replay(body, receive)
-            await self.app(scope, self._limited(receive), self._tagged(send, header, answered))
+            endpoint = self.direct_routes.get((scope["method"], scope["path"]))
+            app = self.app if endpoint is None else self._direct(endpoint)
+            await app(scope, self._limited(receive), self._tagged(send, header, answered))
         finally:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -63,6 +88,28 @@ class RequestContextMiddleware:
                     extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)},
                 )
             request_id_var.reset(token)
+
+    def _direct(self, endpoint: Endpoint) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            request = Request(scope, receive, send)
+            try:
+                response = await endpoint(request)
+            except Exception as error:
+                handler = next(
+                    (
+                        self.exception_handlers[kind]
+                        for kind in type(error).__mro__
+                        if kind in self.exception_handlers
+                    ),
+                    None,
+                )
+                if handler is None:
+                    raise
+                handled = handler(request, error)
+                response = await handled if inspect.isawaitable(handled) else handled
+            await response(scope, receive, send)
+
+        return app
 
     async def _read_capped(self, receive: Receive) -> bytes | None:
         """Read a body sent without Content-Length (chunked); None once it passes the cap.
