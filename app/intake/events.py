@@ -18,21 +18,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     StrictBool,
     StrictInt,
     StrictStr,
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticKnownError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -59,10 +61,42 @@ from app.store.models import JobKind
 # numbers kept as Decimal (see `parse_json_exactly`), never through binary floats.
 
 
-def _json_number(value: object) -> object:
+SCORE_MAX_DIGITS = 30
+SCORE_MAX_PLACES = 12
+
+
+def _digits(sign_digits_exponent: tuple[int, tuple[int, ...], int]) -> tuple[int, int]:
+    """(decimal places, digits) of a finite Decimal's tuple, trailing zeros not counted."""
+    _, digits, exponent = sign_digits_exponent
+    significant = len(digits)
+    while significant > 1 and digits[significant - 1] == 0:
+        significant -= 1
+        exponent += 1
+    if exponent >= 0:
+        return 0, significant + exponent
+    return -exponent, max(significant, -exponent)
+
+
+def _exact_score(value: object) -> Decimal:
+    """A score or a maximum: a JSON number (never a string or a boolean), at least 0, with
+    at most 12 decimal places and 30 digits (trailing zeros aside), kept exactly; -0 is 0.
+
+    One function rather than pydantic's chain of constraint validators: each event carries
+    a number per question, and this runs on the intake's hot path."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise ValueError("must be a JSON number")
-    return value
+    number = value if isinstance(value, Decimal) else Decimal(value)
+    if not number.is_finite():
+        raise ValueError("must be a finite number")
+    if number < 0:
+        raise PydanticKnownError("greater_than_equal", {"ge": 0})
+    places, digits = _digits(cast(tuple[int, tuple[int, ...], int], number.as_tuple()))
+    if places > SCORE_MAX_PLACES:
+        raise PydanticKnownError("decimal_max_places", {"decimal_places": SCORE_MAX_PLACES})
+    if digits - places > SCORE_MAX_DIGITS - SCORE_MAX_PLACES:
+        whole_digits = SCORE_MAX_DIGITS - SCORE_MAX_PLACES
+        raise PydanticKnownError("decimal_whole_digits", {"whole_digits": whole_digits})
+    return Decimal(0) if number == 0 else number
 
 
 def _iso_text(value: object) -> object:
@@ -71,15 +105,10 @@ def _iso_text(value: object) -> object:
     return value
 
 
-def _plain_zero(value: Decimal) -> Decimal:
-    return Decimal(0) if value == 0 else value
-
-
 Score = Annotated[
     Decimal,
-    BeforeValidator(_json_number),
-    Field(ge=0, max_digits=30, decimal_places=12),
-    AfterValidator(_plain_zero),
+    PlainValidator(_exact_score),
+    PlainSerializer(str, return_type=str, when_used="json"),  # as pydantic writes a Decimal
     WithJsonSchema({"type": "number", "minimum": 0}),
 ]
 Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
