@@ -206,16 +206,16 @@ async def automatic_jobs(database_url: str) -> int:
         await engine.dispose()
 
 
-async def mean_batch_size(base_url: str) -> float:
-    """Events per intake batch so far, from the service's /metrics."""
+async def intake_batches(base_url: str) -> tuple[float, float]:
+    """(events, batches) the service's intake has written so far, from its /metrics."""
     async with httpx.AsyncClient(base_url=base_url) as client:
         text_format = (await client.get("/metrics")).text
-    values = {}
+    values = {"sum": 0.0, "count": 0.0}
     for line in text_format.splitlines():
         name, _, value = line.partition(" ")
         if name in ("passback_intake_batch_events_sum", "passback_intake_batch_events_count"):
             values[name.rsplit("_", 1)[1]] = float(value)
-    return values["sum"] / values["count"] if values.get("count") else float("nan")
+    return values["sum"], values["count"]
 
 
 async def analyze(database_url: str) -> None:
@@ -522,10 +522,12 @@ async def main(arguments: argparse.Namespace) -> None:
             bare, saturate("bare FastAPI endpoint", bare_url, load, arguments.concurrency)
         )
         print(report(bare_run), flush=True)
+        events_before, batches_before = await intake_batches(service_url)
         service_run = await measured(
             service,
             saturate("passback /v1/submission-events", service_url, load, arguments.concurrency),
         )
+        events_after, batches_after = await intake_batches(service_url)
         print(report(service_run), flush=True)
         service_runs.append(service_run)
         paced_run = await measured(
@@ -557,7 +559,8 @@ async def main(arguments: argparse.Namespace) -> None:
         queued = sum(run.decisions["queued"] for run in service_runs)
         jobs = await automatic_jobs(database_url)
         print(f"decisions in the saturation run: {dict(service_run.decisions)}")
-        print(f"events per intake batch, all runs: {await mean_batch_size(service_url):.1f}")
+        batch_size = (events_after - events_before) / max(batches_after - batches_before, 1)
+        print(f"events per database batch in the saturation run: {batch_size:.1f}")
         print(f"answers 'queued' in all runs: {queued}; jobs in the database: {jobs}")
         print(
             f"service/bare: {share:.0%} (target ≥ 40%); events/s: {service_run.rate:.0f} "
