@@ -18,6 +18,7 @@ class Metrics:
             ["decision"],
             registry=self.registry,
         )
+        self._events_by_decision: dict[str, Counter] = {}
         self.intake_batch_events = Histogram(
             "passback_intake_batch_events",
             "Submission events written together in one batch (more under load).",
@@ -74,7 +75,10 @@ class Metrics:
     # --- what instrumented code calls (one line at each place something happens) -----------
 
     def event_decided(self, decision: str) -> None:
-        self.events.labels(decision=decision).inc()
+        counter = self._events_by_decision.get(decision)
+        if counter is None:  # (looking a label up costs more than the increment: kept)
+            counter = self._events_by_decision[decision] = self.events.labels(decision=decision)
+        counter.inc()
 
     def launch_recorded(self, outcome: str) -> None:
         """`outcome`: `gradable`, `not_gradable`, or the refusal code."""

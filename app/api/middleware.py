@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -52,7 +52,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = secrets.token_hex(16)
         declared_length: int | None = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
