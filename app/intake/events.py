@@ -280,11 +280,8 @@ def _facts(event: SubmissionEventIn) -> tuple[store.FormativeFacts, store.Studen
     return formative, work
 
 
-def decide(
-    event: SubmissionEventIn, target: store.PassbackTarget | None, *, pair_taken: bool = False
-) -> Eligibility:
-    """The automatic-passback decision for `event`, given the student's passback target."""
-    submission = SubmissionFacts(
+def _submission(event: SubmissionEventIn) -> SubmissionFacts:
+    return SubmissionFacts(
         event_type=event.type,
         license=event.organization.license,
         auto_passback=event.formative.auto_passback,
@@ -292,6 +289,23 @@ def decide(
         attempt=event.attempt,
         work_submitted=event.work_submitted,
     )
+
+
+_A_LAUNCH_THAT_CAN_TAKE_IT = LaunchFacts(
+    gradable=True, platform_active=True, automatic_job_exists=False
+)
+
+
+def may_queue(event: SubmissionEventIn) -> bool:
+    """Whether the event is queued if the student's launch allows it (the launch is read
+    afterwards; this decides only whether to reserve a job id with that read)."""
+    return automatic_passback(_submission(event), _A_LAUNCH_THAT_CAN_TAKE_IT).eligible
+
+
+def decide(
+    event: SubmissionEventIn, target: store.PassbackTarget | None, *, pair_taken: bool = False
+) -> Eligibility:
+    """The automatic-passback decision for `event`, given the student's passback target."""
     launch = (
         None
         if target is None
@@ -301,7 +315,7 @@ def decide(
             automatic_job_exists=target.automatic_job_exists or pair_taken,
         )
     )
-    return automatic_passback(submission, launch)
+    return automatic_passback(_submission(event), launch)
 
 
 def _automatic_job(event: SubmissionEventIn, target: store.PassbackTarget) -> NewJob:
@@ -357,6 +371,7 @@ class _Intake:
         if eligibility.eligible:
             assert target is not None
             job = _automatic_job(event, target)
+        reserved_job_id = None if target is None or job is None else target.reserved_job_id
         return store.EventWrite(
             event_id=event.event_id,
             request_digest=self.digest,
@@ -366,6 +381,7 @@ class _Intake:
             formative=formative,
             work=work,
             job=job,
+            reserved_job_id=reserved_job_id,
             answer=lambda job_id: _answer(event, eligibility, job_id),
         )
 
@@ -446,7 +462,9 @@ async def _receive_together(
         try:
             async with store.intake_connection(engine) as connection:
                 targets = await store.find_passback_targets(
-                    connection, [intake.pair for intake in intakes]
+                    connection,
+                    [intake.pair for intake in intakes],
+                    may_queue=[may_queue(intake.event) for intake in intakes],
                 )
                 decisions: dict[str, Decision] = {}
                 writes = []

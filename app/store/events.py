@@ -25,12 +25,14 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ARRAY,
+    Boolean,
     ClauseElement,
     Column,
     String,
     Table,
     and_,
     bindparam,
+    case,
     exists,
     func,
     select,
@@ -155,23 +157,26 @@ class PassbackTarget:
     lti_user_id: str
     ags_scopes: list[str]
     automatic_job_exists: bool
+    reserved_job_id: int | None = None
+    """An id for the automatic job, taken with the read when one may be queued (PostgreSQL)."""
 
 
+_automatic_job_exists = exists().where(
+    and_(
+        PassbackJob.formative_id == Launch.formative_id,
+        PassbackJob.student_id == Launch.student_id,
+        PassbackJob.kind == JobKind.automatic,
+        PassbackJob.lineitem_url == Launch.lineitem_url,
+        PassbackJob.lti_user_id == Launch.lti_user_id,
+    )
+)
 _target_columns = (
     Launch.platform_id,
     Platform.active,
     Launch.lineitem_url,
     Launch.lti_user_id,
     Launch.ags_scopes,
-    exists().where(
-        and_(
-            PassbackJob.formative_id == Launch.formative_id,
-            PassbackJob.student_id == Launch.student_id,
-            PassbackJob.kind == JobKind.automatic,
-            PassbackJob.lineitem_url == Launch.lineitem_url,
-            PassbackJob.lti_user_id == Launch.lti_user_id,
-        )
-    ),
+    _automatic_job_exists,
 )
 
 _TARGET_QUERY = (
@@ -183,17 +188,32 @@ _TARGET_QUERY = (
     )
 )
 
-# PostgreSQL: the targets of a whole batch in one query, the pairs given as two arrays.
+# PostgreSQL: the targets of a whole batch in one query, the pairs given as arrays. A job id
+# is taken from the sequence for each pair whose event may be queued (`reserve`: eligible if
+# the launch allows) and whose launch may take one, saving a round trip for it later; an id
+# taken for a launch that turns out unable to (its scopes) is a gap in the ids, nothing more.
 _wanted = (
     func.unnest(
         sql_cast(bindparam("formative_ids"), ARRAY(String)),
         sql_cast(bindparam("student_ids"), ARRAY(String)),
+        sql_cast(bindparam("reserve"), ARRAY(Boolean)),
     )
-    .table_valued("formative_id", "student_id", with_ordinality="n")
+    .table_valued("formative_id", "student_id", "reserve", with_ordinality="n")
     .render_derived()
 )
+_reserved_job_id = case(
+    (
+        and_(
+            _wanted.c.reserve,
+            Launch.lineitem_url.is_not(None),
+            Platform.active,
+            ~_automatic_job_exists,
+        ),
+        func.nextval(func.pg_get_serial_sequence("passback_jobs", "id")),
+    )
+)
 _TARGETS_ON_DRIVER = _DriverStatement(
-    select(_wanted.c.n, *_target_columns)
+    select(_wanted.c.n, *_target_columns, _reserved_job_id)
     .select_from(_wanted)
     .join(
         Launch,
@@ -209,7 +229,7 @@ Pair = tuple[str, str]
 """(formative id, student id)"""
 
 
-def _target(row: Sequence[Any]) -> PassbackTarget:
+def _target(row: Sequence[Any], *, reserved_job_id: int | None = None) -> PassbackTarget:
     platform_id, active, lineitem_url, lti_user_id, scopes, job_exists = row
     if isinstance(scopes, str):  # JSON text, as SQLAlchemy's asyncpg codec hands it over
         scopes = json.loads(scopes)
@@ -220,24 +240,27 @@ def _target(row: Sequence[Any]) -> PassbackTarget:
         lti_user_id=lti_user_id,
         ags_scopes=list(scopes or []),
         automatic_job_exists=bool(job_exists),
+        reserved_job_id=reserved_job_id,
     )
 
 
 async def find_passback_targets(
-    connection: AsyncConnection, pairs: Sequence[Pair]
+    connection: AsyncConnection, pairs: Sequence[Pair], *, may_queue: Sequence[bool]
 ) -> dict[Pair, PassbackTarget]:
     """For each (formative, student) that has a launch: the launch, whether its platform is
     active, and whether an automatic passback was already queued for its (line item,
-    student) pair. One query on PostgreSQL, one per pair on SQLite."""
+    student) pair. One query on PostgreSQL, where a job id is reserved for each pair whose
+    event `may_queue`; one query per pair on SQLite."""
     if connection.dialect.name == "postgresql":
         rows = await _TARGETS_ON_DRIVER.fetch(
             connection,
             {
                 "formative_ids": [formative_id for formative_id, _ in pairs],
                 "student_ids": [student_id for _, student_id in pairs],
+                "reserve": list(may_queue),
             },
         )
-        return {pairs[row[0] - 1]: _target(row[1:]) for row in rows}
+        return {pairs[row[0] - 1]: _target(row[1:7], reserved_job_id=row[7]) for row in rows}
     targets = {}
     for formative_id, student_id in pairs:
         values = {"formative_id": formative_id, "student_id": student_id}
@@ -259,6 +282,8 @@ class EventWrite:
     formative: FormativeFacts
     work: StudentWorkFacts
     job: NewJob | None
+    reserved_job_id: int | None
+    """The job's id when one was reserved for it (`find_passback_targets`)."""
     answer: Callable[[int | None], str]
     """The answer to keep and give, once the job's id (or None) is known."""
 
@@ -493,16 +518,16 @@ async def _record_in_one_statement(
     received_at: datetime,
     deadline: timedelta,
 ) -> dict[str, str]:
-    job_count = sum(write.job is not None for write in writes)
+    unreserved = sum(write.job is not None and write.reserved_job_id is None for write in writes)
     free_ids: Iterator[int] = iter(())
-    if job_count:
-        rows = await _ALLOCATE_JOB_IDS_ON_DRIVER.fetch(connection, {"count": job_count})
+    if unreserved:
+        rows = await _ALLOCATE_JOB_IDS_ON_DRIVER.fetch(connection, {"count": unreserved})
         free_ids = iter(row[0] for row in rows)
     answers: dict[str, str] = {}
     event_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
     for write in writes:
-        job_id = None if write.job is None else next(free_ids)
+        job_id = None if write.job is None else write.reserved_job_id or next(free_ids)
         answers[write.event_id] = write.answer(job_id)
         event_rows.append(_event_row(write, answers[write.event_id], job_id))
         if write.job is not None:

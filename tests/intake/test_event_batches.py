@@ -202,3 +202,16 @@ async def test_events_posted_at_once_are_written_in_batches(context: AppContext)
     sizes = context.metrics.intake_batch_events.collect()[0].samples
     batches = next(sample.value for sample in sizes if sample.name.endswith("_count"))
     assert batches < len(events)  # several events per batch
+
+
+async def test_events_that_cannot_be_queued_take_no_job_ids(context: AppContext) -> None:
+    await launch(context, *(f"s-{n}" for n in range(6)))
+    started = [submitted(f"s-{n}", type="started", submitted_at=None) for n in range(3)]
+    events = [started[0], submitted("s-3"), started[1], submitted("s-4"), started[2]]
+
+    await receive(context, events)
+    await receive(context, [submitted("s-5")])
+
+    async with context.sessions() as session:
+        ids = list((await session.scalars(select(PassbackJob.id).order_by(PassbackJob.id))).all())
+    assert len(ids) == 3 and ids == list(range(ids[0], ids[0] + 3))
