@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
@@ -252,14 +253,16 @@ def request_digest(event: SubmissionEventIn) -> str:
     return hashlib.sha256(event.model_dump_json().encode()).hexdigest()
 
 
-def _facts(event: SubmissionEventIn) -> tuple[store.FormativeFacts, store.StudentWorkFacts]:
+def _facts(
+    event: SubmissionEventIn, submission: SubmissionFacts
+) -> tuple[store.FormativeFacts, store.StudentWorkFacts]:
     formative = store.FormativeFacts(
         id=event.formative.id,
         title=event.formative.title,
         organization_id=event.organization.id,
         license=event.organization.license,
         auto_passback=event.formative.auto_passback,
-        all_auto_graded=all_auto_graded([q.grading for q in event.formative.questions]),
+        all_auto_graded=submission.all_auto_graded,
         teacher_ids=list(event.formative.teacher_ids),
         updated_at=event.occurred_at,
     )
@@ -296,16 +299,16 @@ _A_LAUNCH_THAT_CAN_TAKE_IT = LaunchFacts(
 )
 
 
-def may_queue(event: SubmissionEventIn) -> bool:
+def may_queue(submission: SubmissionFacts) -> bool:
     """Whether the event is queued if the student's launch allows it (the launch is read
     afterwards; this decides only whether to reserve a job id with that read)."""
-    return automatic_passback(_submission(event), _A_LAUNCH_THAT_CAN_TAKE_IT).eligible
+    return automatic_passback(submission, _A_LAUNCH_THAT_CAN_TAKE_IT).eligible
 
 
 def decide(
-    event: SubmissionEventIn, target: store.PassbackTarget | None, *, pair_taken: bool = False
+    submission: SubmissionFacts, target: store.PassbackTarget | None, *, pair_taken: bool = False
 ) -> Eligibility:
-    """The automatic-passback decision for `event`, given the student's passback target."""
+    """The automatic-passback decision for an event, given the student's passback target."""
     launch = (
         None
         if target is None
@@ -315,7 +318,7 @@ def decide(
             automatic_job_exists=target.automatic_job_exists or pair_taken,
         )
     )
-    return automatic_passback(_submission(event), launch)
+    return automatic_passback(submission, launch)
 
 
 def _automatic_job(event: SubmissionEventIn, target: store.PassbackTarget) -> NewJob:
@@ -358,6 +361,10 @@ class _Intake:
     event: SubmissionEventIn
     digest: str
 
+    @cached_property
+    def submission(self) -> SubmissionFacts:
+        return _submission(self.event)
+
     @property
     def pair(self) -> store.Pair:
         return (self.event.formative.id, self.event.student.id)
@@ -366,7 +373,7 @@ class _Intake:
         self, eligibility: Eligibility, target: store.PassbackTarget | None
     ) -> store.EventWrite:
         event = self.event
-        formative, work = _facts(event)
+        formative, work = _facts(event, self.submission)
         job = None
         if eligibility.eligible:
             assert target is not None
@@ -464,13 +471,13 @@ async def _receive_together(
                 targets = await store.find_passback_targets(
                     connection,
                     [intake.pair for intake in intakes],
-                    may_queue=[may_queue(intake.event) for intake in intakes],
+                    may_queue=[may_queue(intake.submission) for intake in intakes],
                 )
                 decisions: dict[str, Decision] = {}
                 writes = []
                 for intake in intakes:
                     eligibility = decide(
-                        intake.event, targets.get(intake.pair), pair_taken=pair_taken
+                        intake.submission, targets.get(intake.pair), pair_taken=pair_taken
                     )
                     decisions[intake.event.event_id] = _decision(eligibility)
                     writes.append(intake.write(eligibility, targets.get(intake.pair)))
