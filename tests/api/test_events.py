@@ -497,3 +497,19 @@ async def test_two_formative_students_on_one_canvas_account_get_one_automatic_pa
     assert reason_codes(second) == ["already_passed_back"]
     assert len(await jobs_of(context)) == 1
     assert await work_of(context, "s-2") is not None
+
+
+async def test_the_events_endpoint_tags_its_answers_and_allows_only_post(
+    client: httpx.AsyncClient, launched: CanvasWorld
+) -> None:
+    answered = await client.post(
+        "/v1/submission-events", json=SUBMITTED_EVENT, headers={**EVENTS, "X-Request-Id": "r-1"}
+    )
+    refused = await client.post("/v1/submission-events", json={}, headers=EVENTS)
+    listed = await client.get("/v1/submission-events", headers=EVENTS)
+
+    assert answered.status_code == 202 and answered.headers["x-request-id"] == "r-1"
+    assert refused.status_code == 422 and len(refused.headers["x-request-id"]) == 32
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert listed.status_code == 405
+    assert listed.headers["content-type"] == "application/problem+json"
