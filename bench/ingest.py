@@ -47,14 +47,12 @@ from sqlalchemy import func, select, text
 
 from app.clock import utc_now
 from app.store.db import create_engine, create_session_factory
-from app.store.launches import LaunchBinding, save_launch
 from app.store.migrate import upgrade_to_head_async
 from app.store.models import PassbackJob
-from app.store.platforms import new_platform
 from tests.support import databases
+from tests.support.launches import ensure_platform, launch_from_assignment
 
 EVENTS_KEY = "bench-events-key-0123456789"
-SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_ALIVE_SECONDS = 4.0
 """An idle connection is not reused after this long: uvicorn closes them after 5 s."""
@@ -156,40 +154,19 @@ async def seed(database_url: str, *worlds: World) -> int:
     count = 0
     try:
         async with sessions() as session, session.begin():
-            platform = new_platform(
-                now,
-                issuer="https://canvas.example.edu",
-                client_id="10000000000001",
-                deployment_ids=["1:bench"],
-                token_url="https://canvas.example.edu/login/oauth2/token",
-                jwks_url="https://canvas.example.edu/api/lti/security/jwks",
-                allowed_hosts=["canvas.example.edu"],
-                label="bench",
-            )
-            session.add(platform)
-            await session.flush()
+            platform = await ensure_platform(session, now, "bench")
             students = [student for world in worlds for student in world.students()]
             for formative_id, student_id, launched in students:
                 if not launched:
                     continue
-                await save_launch(
+                await launch_from_assignment(
                     session,
-                    LaunchBinding(
-                        formative_id=formative_id,
-                        student_id=student_id,
-                        class_id="c-1",
-                        platform_id=platform.id,
-                        deployment_id="1:bench",
-                        lti_user_id=f"lti-{student_id}",
-                        context_id="course-1",
-                        context_title="Course",
-                        resource_link_id=f"rl-{formative_id}",
-                        lineitem_url=f"https://canvas.example.edu/api/lti/courses/1/line_items/{formative_id}",
-                        lineitems_url="https://canvas.example.edu/api/lti/courses/1/line_items",
-                        ags_scopes=[SCORE_SCOPE],
-                        roles=[],
-                        launched_at=now,
-                    ),
+                    now,
+                    platform_id=platform.id,
+                    formative_id=formative_id,
+                    student_id=student_id,
+                    class_id="c-1",
+                    lineitem_id=formative_id,
                 )
                 count += 1
     finally:

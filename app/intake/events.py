@@ -418,7 +418,7 @@ async def receive_events(
     intakes = [_Intake(event, request_digest(event)) for event in events]
     try:
         return list(await _receive_together(engine, intakes, now, deadline, pair_taken=False))
-    except (IntegrityError, DataError, DBAPIError) as error:
+    except DBAPIError as error:  # (IntegrityError and DataError are kinds of it)
         if not _caused_by_a_value(error):
             raise
     outcomes: list[EventAnswer | Exception] = []

@@ -21,53 +21,28 @@ from app.intake.events import (
     SubmissionEventIn,
     receive_events,
 )
-from app.store.launches import LaunchBinding, save_launch
-from app.store.models import Formative, PassbackJob, Platform, StudentWork, SubmissionEvent
-from app.store.platforms import new_platform
+from app.store.models import Formative, PassbackJob, StudentWork, SubmissionEvent
 from tests.api.canvas_world import event
+from tests.support.launches import ensure_platform, launch_from_assignment
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DEADLINE = timedelta(hours=24)
-SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
 
 
 async def launch(context: AppContext, *student_ids: str, lti_user_id: str | None = None) -> None:
     """The students opened formative fm-42 from its Canvas assignment."""
     async with context.sessions() as session, session.begin():
-        platform = await session.get(Platform, "canvas")
-        if platform is None:
-            platform = new_platform(
-                NOW,
-                id="canvas",
-                issuer="https://canvas.example.edu",
-                client_id="10000000000001",
-                deployment_ids=["1:dep"],
-                token_url="https://canvas.example.edu/login/oauth2/token",
-                jwks_url="https://canvas.example.edu/api/lti/security/jwks",
-                allowed_hosts=["canvas.example.edu"],
-                label="Canvas",
-            )
-            session.add(platform)
-            await session.flush()
+        await ensure_platform(session, NOW, "canvas")
         for student_id in student_ids:
-            await save_launch(
+            await launch_from_assignment(
                 session,
-                LaunchBinding(
-                    formative_id="fm-42",
-                    student_id=student_id,
-                    class_id="c-3",
-                    platform_id="canvas",
-                    deployment_id="1:dep",
-                    lti_user_id=lti_user_id or f"lti-{student_id}",
-                    context_id="course-1",
-                    context_title="Course",
-                    resource_link_id="rl-1",
-                    lineitem_url="https://canvas.example.edu/api/lti/courses/1/line_items/7",
-                    lineitems_url="https://canvas.example.edu/api/lti/courses/1/line_items",
-                    ags_scopes=[SCORE_SCOPE],
-                    roles=[],
-                    launched_at=NOW,
-                ),
+                NOW,
+                platform_id="canvas",
+                formative_id="fm-42",
+                student_id=student_id,
+                class_id="c-3",
+                lineitem_id="7",
+                lti_user_id=lti_user_id,
             )
 
 
