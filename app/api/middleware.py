@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
+import os
 import re
 import secrets
 import time
@@ -22,6 +24,24 @@ REQUEST_ID_HEADER = b"x-request-id"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+
+class _RequestIds:
+    """Ids for requests that bring none: 32 hex digits, a random half per process and a
+    counter (a fresh random id per request cost a system call on the hot path)."""
+
+    def __init__(self) -> None:
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)  # a forked worker is another process
+
+    def _renew(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+_request_ids = _RequestIds()
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 ExceptionHandlers = Mapping[Any, Callable[[Request, Any], Response | Awaitable[Response]]]
@@ -52,7 +72,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = secrets.token_hex(16)
+        request_id = _request_ids.next()
         declared_length: int | None = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:

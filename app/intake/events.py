@@ -32,10 +32,11 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     WithJsonSchema,
     model_validator,
 )
-from pydantic_core import PydanticKnownError
+from pydantic_core import PydanticKnownError, to_json
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -49,6 +50,7 @@ from app.grading.eligibility import (
     all_auto_graded,
     automatic_passback,
 )
+from app.grading.reasons import Reason
 from app.intake.batching import MicroBatcher
 from app.intake.schemas import FormativeId, ReasonOut
 from app.lti.launch import can_post_scores
@@ -78,12 +80,35 @@ def _digits(sign_digits_exponent: tuple[int, tuple[int, ...], int]) -> tuple[int
     return -exponent, max(significant, -exponent)
 
 
+_WHOLE_DIGITS = SCORE_MAX_DIGITS - SCORE_MAX_PLACES
+_WHOLE_LIMIT = 10**_WHOLE_DIGITS
+
+
 def _exact_score(value: object) -> Decimal:
     """A score or a maximum: a JSON number (never a string or a boolean), at least 0, with
     at most 12 decimal places and 30 digits (trailing zeros aside), kept exactly; -0 is 0.
 
     One function rather than pydantic's chain of constraint validators: each event carries
-    a number per question, and this runs on the intake's hot path."""
+    a number per question, and this runs on the intake's hot path. Plain values (a whole
+    number, or a positive decimal with few places) pass at once; the rest are examined by
+    `_checked_score`, which gives the same answer for those (a property test holds it)."""
+    kind = type(value)
+    if kind is int:
+        if 0 <= cast(int, value) < _WHOLE_LIMIT:
+            return Decimal(cast(int, value))
+    elif kind is Decimal:
+        number = cast(Decimal, value)
+        if (
+            number.is_finite()
+            and number > 0
+            and number.adjusted() < _WHOLE_DIGITS
+            and cast(int, number.as_tuple().exponent) >= -SCORE_MAX_PLACES
+        ):
+            return number
+    return _checked_score(value)
+
+
+def _checked_score(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise ValueError("must be a JSON number")
     number = value if isinstance(value, Decimal) else Decimal(value)
@@ -94,9 +119,8 @@ def _exact_score(value: object) -> Decimal:
     places, digits = _digits(cast(tuple[int, tuple[int, ...], int], number.as_tuple()))
     if places > SCORE_MAX_PLACES:
         raise PydanticKnownError("decimal_max_places", {"decimal_places": SCORE_MAX_PLACES})
-    if digits - places > SCORE_MAX_DIGITS - SCORE_MAX_PLACES:
-        whole_digits = SCORE_MAX_DIGITS - SCORE_MAX_PLACES
-        raise PydanticKnownError("decimal_whole_digits", {"whole_digits": whole_digits})
+    if digits - places > _WHOLE_DIGITS:
+        raise PydanticKnownError("decimal_whole_digits", {"whole_digits": _WHOLE_DIGITS})
     return Decimal(0) if number == 0 else number
 
 
@@ -204,10 +228,14 @@ def _refuse_constant(name: str) -> Any:
     raise MalformedJsonError(f"{name} is not a JSON number")
 
 
+_EXACT_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant)
+
+
 def parse_json_exactly(body: bytes) -> Any:
-    """JSON with every non-integer number as an exact Decimal."""
+    """JSON with every non-integer number as an exact Decimal. (What `json.loads` does with
+    bytes, with one decoder made once rather than one per call.)"""
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_refuse_constant)
+        return _EXACT_JSON.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJsonError(str(exc)) from exc
 
@@ -344,14 +372,28 @@ def _decision(eligibility: Eligibility) -> Decision:
     return Decision.queued if eligibility.eligible else Decision.not_eligible
 
 
-def _answer(event: SubmissionEventIn, eligibility: Eligibility, job_id: int | None) -> str:
-    answer = EventDecision(
-        event_id=event.event_id,
-        decision=_decision(eligibility),
-        reasons=[ReasonOut.of(reason) for reason in eligibility.reasons],
-        job_id=job_id,
+_REASON_LIST = TypeAdapter(list[ReasonOut])
+_REASONS_JSON: dict[tuple[Reason, ...], str] = {}
+"""The `reasons` of answers, as JSON, by reasons: few distinct lists occur (at most one per
+subset of the codes), and each is written once."""
+
+
+def _reasons_json(reasons: tuple[Reason, ...]) -> str:
+    text = _REASONS_JSON.get(reasons)
+    if text is None:
+        text = _REASON_LIST.dump_json([ReasonOut.of(reason) for reason in reasons]).decode()
+        _REASONS_JSON[reasons] = text
+    return text
+
+
+def _answer(event_id: str, eligibility: Eligibility, job_id: int | None) -> str:
+    """The `EventDecision` as JSON, byte for byte what `model_dump_json` writes (a test holds
+    them equal), put together from parts: this runs once per event."""
+    return (
+        f'{{"event_id":{to_json(event_id).decode()},"decision":"{_decision(eligibility)}",'
+        f'"reasons":{_reasons_json(eligibility.reasons)},'
+        f'"job_id":{"null" if job_id is None else int(job_id)}}}'
     )
-    return answer.model_dump_json()
 
 
 @dataclass(frozen=True)
@@ -389,7 +431,7 @@ class _Intake:
             work=work,
             job=job,
             reserved_job_id=reserved_job_id,
-            answer=lambda job_id: _answer(event, eligibility, job_id),
+            answer=lambda job_id: _answer(event.event_id, eligibility, job_id),
         )
 
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
+from pydantic_core import to_json
 from sqlalchemy import (
     ARRAY,
     Boolean,
@@ -361,12 +362,10 @@ def _rows_of(parameter: str, columns: dict[str, str], alias: str) -> str:
     return f"json_to_recordset(CAST(CAST(:{parameter} AS text) AS json)) AS {alias}({typed})"
 
 
-def _json_value(value: object) -> str:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} has no JSON form here")
+def _json_text(rows: list[dict[str, Any]]) -> str:
+    """The rows as JSON text, written by pydantic-core (a fraction of `json.dumps`'s cost):
+    decimals as their exact text and times in ISO 8601, each read by its column's type."""
+    return to_json(rows).decode()
 
 
 # PostgreSQL: the batch in one statement, its rows given as JSON. Each CTE sees the same
@@ -481,8 +480,7 @@ _RECORD_EVENTS_ON_DRIVER = _DriverStatement(_RECORD_EVENTS)
 
 
 def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, Any]:
-    """The event's row of the batch's JSON (decimals and times as text, read by their
-    columns' types; converted here rather than by a `default` hook, called per value)."""
+    """The event's row of the batch's JSON."""
     formative, work = write.formative, write.work
     return {
         "event_id": write.event_id,
@@ -490,7 +488,7 @@ def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, An
         "formative_id": formative.id,
         "student_id": work.student_id,
         "type": write.type,
-        "occurred_at": write.occurred_at.isoformat(),
+        "occurred_at": write.occurred_at,
         "decision": write.decision,
         "response_body": body,
         "job_id": job_id,
@@ -505,9 +503,9 @@ def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, An
         "started": work.started,
         "submitted": work.submitted,
         "attempt": work.attempt,
-        "score": str(work.score),
-        "max_score": str(work.max_score),
-        "submitted_at": None if work.submitted_at is None else work.submitted_at.isoformat(),
+        "score": work.score,
+        "max_score": work.max_score,
+        "submitted_at": work.submitted_at,
         "response_url": work.response_url,
     }
 
@@ -535,8 +533,8 @@ async def _record_in_one_statement(
             job_rows.append({"id": job_id, "pair_key": key, **vars(write.job)})
     parameters: dict[str, Any] = {
         "received_at": received_at,
-        "events": json.dumps(event_rows, default=_json_value),
-        "jobs": json.dumps(job_rows, default=_json_value),
+        "events": _json_text(event_rows),
+        "jobs": _json_text(job_rows),
     }
     for name, value in fresh_job_state(received_at, deadline).items():
         parameters[f"f_{name}"] = value

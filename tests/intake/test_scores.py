@@ -6,9 +6,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
+from pydantic_core import PydanticKnownError
 
-from app.intake.events import SubmissionEventIn
+from app.intake.events import SubmissionEventIn, _checked_score, _exact_score
 from tests.api.canvas_world import event
 
 
@@ -62,3 +65,28 @@ def test_scores_are_written_back_as_the_digits_sent() -> None:
     written = SubmissionEventIn.model_validate(sent).model_dump_json()
 
     assert '"score":"7.50"' in written and '"max_score":"1E+1"' in written
+
+
+def _outcome(check: Any, value: Any) -> tuple[str, str]:
+    try:
+        kept = check(value)
+    except (ValueError, PydanticKnownError) as error:
+        return ("refused", type(error).__name__ + str(error))
+    return ("kept", repr(kept))
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.integers(min_value=-(10**20), max_value=10**20),
+        st.decimals(allow_nan=True, allow_infinity=True),
+        st.decimals(min_value=0, max_value=10**19, places=14),
+        st.builds(
+            lambda digits, exponent: Decimal(f"{digits}E{exponent}"),
+            st.integers(min_value=0, max_value=10**32),
+            st.integers(min_value=-20, max_value=20),
+        ),
+    )
+)
+def test_the_quick_score_check_answers_as_the_full_one(value: Any) -> None:
+    assert _outcome(_exact_score, value) == _outcome(_checked_score, value)
