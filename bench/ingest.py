@@ -8,7 +8,8 @@ service (one instance, workers off: intake only) and a bare FastAPI app whose on
 parses the JSON body and answers 202. The same load generator (keep-alive HTTP/1.1 over
 asyncio streams on uvloop, the bodies encoded beforehand) then drives each:
 
-1. saturation: `--events` events, `--concurrency` in flight, for events/s and p50/p99;
+1. saturation: `--events` events, `--concurrency` in flight, for events/s and p50/p99; the
+   two sides take turns (`--rounds` slices each), so that both meet the same machine;
 2. paced: `--rate` events/s for `--paced-seconds` (open loop), for p50/p99 at that rate;
 3. the service again on `--split` ineligible events, then on `--split` eligible ones (each
    queues a job), to show what each path costs.
@@ -368,9 +369,12 @@ async def _send(connection: Connection, body: bytes, run: Run, *, since: float) 
         run.decisions[json.loads(answer).get("decision", "?")] += 1
 
 
-async def saturate(label: str, base_url: str, bodies: list[bytes], concurrency: int) -> Run:
-    """Closed loop: `concurrency` senders, each sending its next event when answered."""
-    run = Run(label)
+async def saturate(
+    label: str, base_url: str, bodies: list[bytes], concurrency: int, *, into: Run | None = None
+) -> Run:
+    """Closed loop: `concurrency` senders, each sending its next event when answered. With
+    `into`, the figures are added to that run's."""
+    run = into or Run(label)
     pending = iter(bodies)
     connections = _connections(base_url, concurrency)
 
@@ -381,7 +385,7 @@ async def saturate(label: str, base_url: str, bodies: list[bytes], concurrency: 
     try:
         started = time.perf_counter()
         await asyncio.gather(*(sender(connection) for connection in connections))
-        run.seconds = time.perf_counter() - started
+        run.seconds += time.perf_counter() - started
     finally:
         await asyncio.gather(*(connection.close() for connection in connections))
     return run
@@ -442,12 +446,39 @@ def report(run: Run) -> str:
 
 
 async def measured(process: subprocess.Popen[bytes], run: Coroutine[Any, Any, Run]) -> Run:
-    """Run a load and note the CPU time the server process spent on it."""
+    """Run a load and add the CPU time the server process spent on it to the run's."""
     before, database_before = cpu_seconds(process.pid), postgres_cpu_seconds()
     result = await run
-    result.server_cpu = cpu_seconds(process.pid) - before
-    result.database_cpu = postgres_cpu_seconds() - database_before
+    result.server_cpu += cpu_seconds(process.pid) - before
+    result.database_cpu += postgres_cpu_seconds() - database_before
     return result
+
+
+@dataclass
+class Side:
+    """One side of the comparison: its server process, its address and its run so far."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    run: Run
+    round_rates: list[float] = field(default_factory=list)
+
+
+async def side_by_side(
+    sides: list[Side], bodies: list[bytes], concurrency: int, rounds: int
+) -> None:
+    """Saturation runs of each side in turns, `rounds` slices of `bodies` each: the machine
+    is shared (with other machines too), and its speed drifts within a run; taking turns
+    puts both sides through the same drift, so their ratio stays put when the rates move."""
+    size = -(-len(bodies) // rounds)
+    for first in range(0, len(bodies), size):
+        part = bodies[first : first + size]
+        for side in sides:
+            before = (len(side.run.latencies), side.run.seconds)
+            load = saturate(side.run.label, side.base_url, part, concurrency, into=side.run)
+            await measured(side.process, load)
+            count, seconds = len(side.run.latencies) - before[0], side.run.seconds - before[1]
+            side.round_rates.append(count / seconds if seconds else 0.0)
 
 
 async def main(arguments: argparse.Namespace) -> None:
@@ -495,16 +526,13 @@ async def main(arguments: argparse.Namespace) -> None:
         await saturate("warm-up", bare_url, warmup, arguments.concurrency)
         service_runs = [await saturate("warm-up", service_url, warmup, arguments.concurrency)]
         await analyze(database_url)
-        bare_run = await measured(
-            bare, saturate("bare FastAPI endpoint", bare_url, load, arguments.concurrency)
-        )
-        print(report(bare_run), flush=True)
+        bare_side = Side(bare, bare_url, Run("bare FastAPI endpoint"))
+        service_side = Side(service, service_url, Run("passback /v1/submission-events"))
         events_before, batches_before = await intake_batches(service_url)
-        service_run = await measured(
-            service,
-            saturate("passback /v1/submission-events", service_url, load, arguments.concurrency),
-        )
+        await side_by_side([bare_side, service_side], load, arguments.concurrency, arguments.rounds)
         events_after, batches_after = await intake_batches(service_url)
+        bare_run, service_run = bare_side.run, service_side.run
+        print(report(bare_run), flush=True)
         print(report(service_run), flush=True)
         service_runs.append(service_run)
         paced_run = await measured(
@@ -533,12 +561,23 @@ async def main(arguments: argparse.Namespace) -> None:
             service_runs.append(split_run)
 
         share = service_run.rate / bare_run.rate if bare_run.rate else 0.0
+        shares = [
+            service_rate / bare_rate
+            for bare_rate, service_rate in zip(
+                bare_side.round_rates, service_side.round_rates, strict=True
+            )
+            if bare_rate
+        ]
         queued = sum(run.decisions["queued"] for run in service_runs)
         jobs = await automatic_jobs(database_url)
         print(f"decisions in the saturation run: {dict(service_run.decisions)}")
         batch_size = (events_after - events_before) / max(batches_after - batches_before, 1)
         print(f"events per database batch in the saturation run: {batch_size:.1f}")
         print(f"answers 'queued' in all runs: {queued}; jobs in the database: {jobs}")
+        print(
+            f"service/bare by turn ({len(shares)} turns of {len(load) // len(shares)} events "
+            f"each): {', '.join(f'{one:.0%}' for one in shares)}"
+        )
         print(
             f"service/bare: {share:.0%} (target ≥ 40%); events/s: {service_run.rate:.0f} "
             f"(target ≥ 1,000); p99 at {arguments.rate:.0f}/s: "
@@ -560,6 +599,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--rounds", type=int, default=8, help="turns the two sides take in the saturation run"
+    )
     parser.add_argument("--rate", type=float, default=300.0)
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument(
