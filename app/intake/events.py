@@ -220,6 +220,9 @@ class SubmissionEventIn(_Strict):
         return self.type is not EventType.started and self.submitted_at is not None
 
 
+_EVENT_JSON = SubmissionEventIn.__pydantic_serializer__
+
+
 class MalformedJsonError(ValueError):
     """The body is not JSON (or uses NaN/Infinity, which JSON does not have)."""
 
@@ -278,7 +281,8 @@ _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization 
 
 
 def request_digest(event: SubmissionEventIn) -> str:
-    return hashlib.sha256(event.model_dump_json().encode()).hexdigest()
+    """SHA-256 of the event's JSON (`model_dump_json`'s bytes, taken from the serializer)."""
+    return hashlib.sha256(_EVENT_JSON.to_json(event)).hexdigest()
 
 
 def _facts(

@@ -42,9 +42,12 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import greenlet_spawn
 
 from app.store.jobs import NewJob, enqueue_job, fresh_job_state, pair_key
 from app.store.models import (
@@ -62,14 +65,35 @@ from app.store.upsert import insert_for
 _POSTGRESQL = asyncpg_dialect()  # type: ignore[no-untyped-call]  # (untyped in SQLAlchemy)
 
 
+@dataclass(frozen=True)
+class DriverConnection:
+    """A pooled PostgreSQL connection used through its driver (asyncpg) alone."""
+
+    pooled: PoolProxiedConnection
+    dialect: Dialect
+
+    @property
+    def driver(self) -> Any:
+        return self.pooled.driver_connection
+
+
+IntakeConnection = DriverConnection | AsyncConnection
+"""The driver's own connection on PostgreSQL; SQLAlchemy's, in a transaction, on SQLite."""
+
+
 @asynccontextmanager
-async def intake_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def intake_connection(engine: AsyncEngine) -> AsyncIterator[IntakeConnection]:
     """A connection for reading the targets and recording a batch. On PostgreSQL no
     transaction is opened: the read and the write are single statements run on the driver
-    (each atomic on its own); on SQLite, a transaction."""
+    (each atomic on its own), and the pooled connection is taken without SQLAlchemy's
+    connection around it, whose setup and teardown cost more than a batch's statements
+    (measured: 95 µs against 25 µs a batch). On SQLite, a transaction."""
     if engine.dialect.name == "postgresql":
-        async with engine.connect() as connection:
-            yield connection
+        pooled = await engine.raw_connection()
+        try:
+            yield DriverConnection(pooled, engine.dialect)
+        finally:
+            await greenlet_spawn(pooled.close)  # (back to the pool; closing may wait on I/O)
         return
     async with engine.begin() as connection:
         yield connection
@@ -80,7 +104,7 @@ class _DriverStatement:
     intake's hot path SQLAlchemy's per-execution work costs more CPU than asyncpg's.
 
     Errors come out as SQLAlchemy's (DBAPIError and its kinds, with the SQLSTATE), and a
-    connection found closed is invalidated, as if run through SQLAlchemy.
+    connection found closed is invalidated (dropped from the pool), as SQLAlchemy does.
     """
 
     def __init__(self, statement: ClauseElement) -> None:
@@ -89,34 +113,30 @@ class _DriverStatement:
         self.names = list(compiled.positiontup or ())
         self.fixed = dict(compiled.params)
 
-    async def fetch(self, connection: AsyncConnection, values: Mapping[str, Any]) -> list[Any]:
+    async def fetch(self, connection: DriverConnection, values: Mapping[str, Any]) -> list[Any]:
         arguments = [values[name] if name in values else self.fixed[name] for name in self.names]
-        pooled = await connection.get_raw_connection()
-        driver = pooled.driver_connection
-        assert driver is not None
         try:
-            return cast(list[Any], await driver.fetch(self.sql, *arguments))
+            return cast(list[Any], await connection.driver.fetch(self.sql, *arguments))
         except Exception as error:
-            await _raise_as_sqlalchemy(connection, pooled.dbapi_connection, error, self.sql)
+            await _raise_as_sqlalchemy(connection, error, self.sql)
             raise
 
 
-async def _raise_as_sqlalchemy(
-    connection: AsyncConnection, adapted: Any, error: Exception, sql: str
-) -> None:
+async def _raise_as_sqlalchemy(connection: DriverConnection, error: Exception, sql: str) -> None:
     dialect = connection.dialect
+    adapted: Any = connection.pooled.dbapi_connection
     try:
         adapted._handle_exception(error)  # raises the DBAPI-level translation of asyncpg's error
     except dialect.loaded_dbapi.Error as dbapi_error:
         closed = dialect.is_disconnect(dbapi_error, adapted, None)
         if closed:
-            await connection.invalidate()
+            await greenlet_spawn(connection.pooled.invalidate, dbapi_error)
         raise DBAPIError.instance(
             sql, None, dbapi_error, dialect.loaded_dbapi.Error, connection_invalidated=closed
         ) from error
-    except Exception:
-        if adapted._connection.is_closed():
-            await connection.invalidate()
+    except Exception as other:
+        if connection.driver.is_closed():
+            await greenlet_spawn(connection.pooled.invalidate, other)
 
 
 @dataclass(frozen=True)
@@ -246,13 +266,13 @@ def _target(row: Sequence[Any], *, reserved_job_id: int | None = None) -> Passba
 
 
 async def find_passback_targets(
-    connection: AsyncConnection, pairs: Sequence[Pair], *, may_queue: Sequence[bool]
+    connection: IntakeConnection, pairs: Sequence[Pair], *, may_queue: Sequence[bool]
 ) -> dict[Pair, PassbackTarget]:
     """For each (formative, student) that has a launch: the launch, whether its platform is
     active, and whether an automatic passback was already queued for its (line item,
     student) pair. One query on PostgreSQL, where a job id is reserved for each pair whose
     event `may_queue`; one query per pair on SQLite."""
-    if connection.dialect.name == "postgresql":
+    if isinstance(connection, DriverConnection):
         rows = await _TARGETS_ON_DRIVER.fetch(
             connection,
             {
@@ -290,7 +310,7 @@ class EventWrite:
 
 
 async def record_events(
-    connection: AsyncConnection,
+    connection: IntakeConnection,
     writes: Sequence[EventWrite],
     *,
     received_at: datetime,
@@ -304,7 +324,7 @@ async def record_events(
     Facts from an older event never overwrite those of a newer one (by the event's time).
     The writes must be of distinct event ids and distinct (formative, student) pairs.
     """
-    if connection.dialect.name == "postgresql":
+    if isinstance(connection, DriverConnection):
         return await _record_in_one_statement(connection, writes, received_at, deadline)
     return await _record_step_by_step(connection, writes, received_at, deadline)
 
@@ -511,7 +531,7 @@ def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, An
 
 
 async def _record_in_one_statement(
-    connection: AsyncConnection,
+    connection: DriverConnection,
     writes: Sequence[EventWrite],
     received_at: datetime,
     deadline: timedelta,
@@ -623,16 +643,26 @@ class StoredAnswer:
     response_body: str
 
 
+_ANSWER_COLUMNS = (
+    SubmissionEvent.event_id,
+    SubmissionEvent.request_digest,
+    SubmissionEvent.decision,
+    SubmissionEvent.response_body,
+)
+_ANSWERS_ON_DRIVER = _DriverStatement(
+    select(*_ANSWER_COLUMNS).where(
+        SubmissionEvent.event_id == func.any(sql_cast(bindparam("event_ids"), ARRAY(String)))
+    )
+)
+
+
 async def find_answers(
-    connection: AsyncConnection, event_ids: Sequence[str]
+    connection: IntakeConnection, event_ids: Sequence[str]
 ) -> dict[str, StoredAnswer]:
     """The answers given to events the first time they were received, by event id."""
-    rows = await connection.execute(
-        select(
-            SubmissionEvent.event_id,
-            SubmissionEvent.request_digest,
-            SubmissionEvent.decision,
-            SubmissionEvent.response_body,
-        ).where(SubmissionEvent.event_id.in_(event_ids))
-    )
+    if isinstance(connection, DriverConnection):
+        rows = await _ANSWERS_ON_DRIVER.fetch(connection, {"event_ids": list(event_ids)})
+    else:
+        where = SubmissionEvent.event_id.in_(event_ids)
+        rows = list(await connection.execute(select(*_ANSWER_COLUMNS).where(where)))
     return {row[0]: StoredAnswer(*row[1:]) for row in rows}
