@@ -82,9 +82,12 @@ class Settings(BaseSettings):
         "batched only when they arrive faster than they are written).",
     )
     intake_batches_in_flight: int = Field(
-        default=2,
+        default=1,
         ge=1,
-        description="Event batches written at once on PostgreSQL (SQLite writes one at a time).",
+        description="Event batches written at once on PostgreSQL (SQLite writes one at a "
+        "time). One, fuller, costs less CPU per event than two on both sides (bench.ingest: "
+        "batches of ~16 instead of ~8, 0.37 against 0.41 ms in the service and 0.14 against "
+        "0.18 ms in PostgreSQL).",
     )
     max_body_bytes: int = 1_000_000
     public_base_url: str | None = None
