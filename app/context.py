@@ -108,6 +108,7 @@ class AppContext:
             deadline=timedelta(seconds=self.settings.delivery_deadline_seconds),
             max_batch=self.settings.intake_max_batch,
             batches_in_flight=self.settings.intake_batches_in_flight if concurrent_writes else 1,
+            overlap_from=self.settings.intake_overlap_from,
         )
 
     @classmethod

@@ -1,10 +1,13 @@
 """Requests that arrive together are written together: a micro-batcher.
 
-Each caller hands in one item and waits for its own result. While fewer than
-`max_in_flight` batches are running, an item starts a batch at once (no waiting for company,
-so a quiet service answers as fast as a single write); when every slot is busy, arrivals
-queue, and the next free slot takes up to `max_size` of them in one batch. The busier the
-service, the larger the batches, and the fewer round trips and commits each item costs.
+Each caller hands in one item and waits for its own result. When no batch is running, an
+item starts one at once (no waiting for company, so a quiet service answers as fast as a
+single write). While batches run, arrivals queue; a further batch starts beside them only
+once `overlap_from` items wait (up to `max_in_flight` batches at once), and a batch that
+ends hands its slot to those waiting. A batch takes up to `max_size` items. The busier the
+service, the larger the batches, and the fewer round trips and commits each item costs;
+the threshold keeps overlapping batches from being small ones, which would cost more per
+item on both sides than they save by overlapping.
 
 Items that conflict (the same key, see `keys_of`) never share a batch: the later one waits
 for a later batch, so a batch never holds two writes of one row and items keep the order in
@@ -41,13 +44,18 @@ class MicroBatcher(Generic[Item, Result]):
         keys_of: Callable[[Item], Iterable[Hashable]],
         max_size: int,
         max_in_flight: int,
+        overlap_from: int = 1,
     ) -> None:
-        if max_size < 1 or max_in_flight < 1:
-            raise ValueError("a batch holds at least one item and at least one batch runs")
+        if max_size < 1 or max_in_flight < 1 or overlap_from < 1:
+            raise ValueError(
+                "a batch holds at least one item, at least one batch runs, and a batch "
+                "beside others starts for at least one item"
+            )
         self._process = process
         self._keys_of = keys_of
         self._max_size = max_size
         self._max_in_flight = max_in_flight
+        self._overlap_from = overlap_from
         self._waiting: list[_Waiting[Item, Result]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -66,6 +74,8 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _start_batches(self) -> None:
         while self._waiting and len(self._in_flight) < self._max_in_flight:
+            if self._in_flight and len(self._waiting) < self._overlap_from:
+                return  # too few to be worth a batch of their own beside those running
             batch = self._take_batch()
             task = asyncio.create_task(self._run(batch))
             self._in_flight.add(task)

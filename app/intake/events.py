@@ -568,6 +568,7 @@ class EventIntake:
         deadline: timedelta,
         max_batch: int,
         batches_in_flight: int,
+        overlap_from: int = 1,
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -578,6 +579,7 @@ class EventIntake:
             keys_of=conflict_keys,
             max_size=max_batch,
             max_in_flight=batches_in_flight,
+            overlap_from=overlap_from,
         )
 
     async def receive(self, event: SubmissionEventIn) -> EventAnswer:

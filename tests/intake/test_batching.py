@@ -175,3 +175,49 @@ def test_a_batcher_needs_room_for_one_item_and_one_batch() -> None:
         batcher(recorder, max_size=0)
     with pytest.raises(ValueError, match="at least one"):
         batcher(recorder, max_in_flight=0)
+
+
+async def test_a_batch_starts_beside_a_running_one_only_once_enough_items_wait() -> None:
+    recorder = Recorder()
+    recorder.go.clear()
+    batches: MicroBatcher[str, str] = MicroBatcher(
+        recorder.process,
+        keys_of=lambda item: [item],
+        max_size=100,
+        max_in_flight=2,
+        overlap_from=3,
+    )
+    first = asyncio.create_task(batches.submit("a"))
+    await asyncio.sleep(0)
+    two = [asyncio.create_task(batches.submit(item)) for item in "bc"]
+    await asyncio.sleep(0)
+    assert batches.batches_in_flight == 1, "two waiting are too few to overlap"
+
+    third = asyncio.create_task(batches.submit("d"))
+    await asyncio.sleep(0)
+    assert batches.batches_in_flight == 2
+    await asyncio.sleep(0)
+    assert recorder.batches == [["a"], ["b", "c", "d"]]
+    recorder.go.set()
+    assert await asyncio.gather(first, *two, third) == list("ABCD")
+
+
+async def test_items_too_few_to_overlap_start_as_soon_as_the_running_batch_ends() -> None:
+    recorder = Recorder()
+    recorder.go.clear()
+    batches: MicroBatcher[str, str] = MicroBatcher(
+        recorder.process,
+        keys_of=lambda item: [item],
+        max_size=100,
+        max_in_flight=2,
+        overlap_from=10,
+    )
+    first = asyncio.create_task(batches.submit("a"))
+    await asyncio.sleep(0)
+    later = asyncio.create_task(batches.submit("b"))
+    await asyncio.sleep(0)
+    assert recorder.batches == [["a"]]
+
+    recorder.go.set()
+    assert await asyncio.gather(first, later) == ["A", "B"]
+    assert recorder.batches == [["a"], ["b"]]
