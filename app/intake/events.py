@@ -568,7 +568,7 @@ class EventIntake:
         deadline: timedelta,
         max_batch: int,
         batches_in_flight: int,
-        overlap_from: int = 1,
+        overlap_from: int,
     ) -> None:
         self._engine = engine
         self._clock = clock

@@ -26,13 +26,14 @@ class Recorder:
 
 
 def batcher(
-    recorder: Recorder, *, max_size: int = 100, max_in_flight: int = 1
+    recorder: Recorder, *, max_size: int = 100, max_in_flight: int = 1, overlap_from: int = 1
 ) -> MicroBatcher[str, str]:
     return MicroBatcher(
         recorder.process,
         keys_of=lambda item: [item.split(":")[0]],
         max_size=max_size,
         max_in_flight=max_in_flight,
+        overlap_from=overlap_from,
     )
 
 
@@ -180,13 +181,7 @@ def test_a_batcher_needs_room_for_one_item_and_one_batch() -> None:
 async def test_a_batch_starts_beside_a_running_one_only_once_enough_items_wait() -> None:
     recorder = Recorder()
     recorder.go.clear()
-    batches: MicroBatcher[str, str] = MicroBatcher(
-        recorder.process,
-        keys_of=lambda item: [item],
-        max_size=100,
-        max_in_flight=2,
-        overlap_from=3,
-    )
+    batches = batcher(recorder, max_in_flight=2, overlap_from=3)
     first = asyncio.create_task(batches.submit("a"))
     await asyncio.sleep(0)
     two = [asyncio.create_task(batches.submit(item)) for item in "bc"]
@@ -205,13 +200,7 @@ async def test_a_batch_starts_beside_a_running_one_only_once_enough_items_wait()
 async def test_items_too_few_to_overlap_start_as_soon_as_the_running_batch_ends() -> None:
     recorder = Recorder()
     recorder.go.clear()
-    batches: MicroBatcher[str, str] = MicroBatcher(
-        recorder.process,
-        keys_of=lambda item: [item],
-        max_size=100,
-        max_in_flight=2,
-        overlap_from=10,
-    )
+    batches = batcher(recorder, max_in_flight=2, overlap_from=10)
     first = asyncio.create_task(batches.submit("a"))
     await asyncio.sleep(0)
     later = asyncio.create_task(batches.submit("b"))
