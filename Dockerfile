@@ -9,9 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /srv/passback
 RUN useradd --system --home-dir /var/lib/passback --create-home passback
 
-COPY pyproject.toml alembic.ini ./
+COPY pyproject.toml ./
 COPY app ./app
-COPY migrations ./migrations
 RUN pip install --no-compile -e . && chown -R passback /var/lib/passback
 
 USER passback

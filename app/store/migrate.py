@@ -9,12 +9,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Alembic's configuration and scripts ship inside the package, so a wheel install migrates too.
+MIGRATIONS_HOME = Path(__file__).resolve().parent
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config = Config(str(MIGRATIONS_HOME / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_HOME / "migrations"))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["configure_logging"] = False
     return config

@@ -1,0 +1,203 @@
+"""Pure-ASGI middleware: a request id on every request and answer, and a body size limit."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.problems import problem_response
+from app.logs import request_id_var
+
+log = logging.getLogger("passback.http")
+REQUEST_ID_HEADER = b"x-request-id"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class _RequestIds:
+    """Ids for requests that bring none: 32 hex digits, a random half per process and a
+    counter (a fresh random id per request cost a system call on the hot path)."""
+
+    def __init__(self) -> None:
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)  # a forked worker is another process
+
+    def _renew(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+_request_ids = _RequestIds()
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+ExceptionHandlers = Mapping[Any, Callable[[Request, Any], Response | Awaitable[Response]]]
+
+
+class RequestContextMiddleware:
+    """Tags the request with an id (the caller's `X-Request-Id` when sane) and caps its body.
+
+    `direct_routes` are (method, path) → endpoint taking the Request: the hot path, called
+    here without the router and FastAPI's per-request wrapping (their cost was most of an
+    event's own); their errors go to the app's `exception_handlers`, as on any route.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        direct_routes: Mapping[tuple[str, str], Endpoint] | None = None,
+        exception_handlers: ExceptionHandlers | None = None,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.direct_routes = dict(direct_routes or {})
+        self.exception_handlers = exception_handlers or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_ids.next()
+        declared_length: int | None = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                candidate = value.decode("latin-1")
+                if _SAFE_REQUEST_ID.match(candidate):
+                    request_id = candidate
+            elif name == b"content-length" and value.isdigit():
+                declared_length = int(value)
+        token = request_id_var.set(request_id)
+        header = (REQUEST_ID_HEADER, request_id.encode())
+        started = time.perf_counter()
+        answered: list[int] = []
+        try:
+            if declared_length is not None and declared_length > self.max_body_bytes:
+                await self._too_large(scope, receive, send, header)
+                return
+            if declared_length is None and scope["method"] in BODY_METHODS:
+                body = await self._read_capped(receive)
+                if body is None:
+                    await self._too_large(scope, receive, send, header)
+                    return
+                receive = _replay(body, receive)
+            endpoint = self.direct_routes.get((scope["method"], scope["path"]))
+            app = self.app if endpoint is None else self._direct(endpoint)
+            await app(scope, self._limited(receive), self._tagged(send, header, answered))
+        finally:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    answered[0] if answered else "-",
+                    extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                )
+            request_id_var.reset(token)
+
+    def _direct(self, endpoint: Endpoint) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            request = Request(scope, receive, send)
+            try:
+                response = await endpoint(request)
+            except Exception as error:
+                handler = next(
+                    (
+                        self.exception_handlers[kind]
+                        for kind in type(error).__mro__
+                        if kind in self.exception_handlers
+                    ),
+                    None,
+                )
+                if handler is None:
+                    raise
+                handled = handler(request, error)
+                response = await handled if inspect.isawaitable(handled) else handled
+            await response(scope, receive, send)
+
+        return app
+
+    async def _read_capped(self, receive: Receive) -> bytes | None:
+        """Read a body sent without Content-Length (chunked); None once it passes the cap.
+
+        Read here, before the app, so the answer can still be a clean 413."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLargeError
+            return message
+
+        return limited_receive
+
+    @staticmethod
+    def _tagged(send: Send, header: tuple[bytes, bytes], answered: list[int]) -> Send:
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answered.append(message["status"])
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        return tagged_send
+
+    async def _too_large(
+        self, scope: Scope, receive: Receive, send: Send, header: tuple[bytes, bytes]
+    ) -> None:
+        response = problem_response(
+            413,
+            "payload_too_large",
+            f"the request body exceeds {self.max_body_bytes} bytes",
+        )
+        response.raw_headers.append(header)
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The buffered body first, then the client's own messages (e.g. its disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+class BodyTooLargeError(Exception):
+    """A streamed body grew past the limit (its length was not declared)."""

@@ -1,0 +1,133 @@
+"""What one running instance holds during its lifespan: settings, database, keys, HTTP client.
+
+Built once in `create_app`'s lifespan (or by the CLI) and passed to whoever needs it; there is
+no module-level state.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.clock import Clock, utc_now
+from app.config import Settings
+from app.delivery.wakeup import Wakeup
+from app.intake.events import EventIntake
+from app.lti.ags import AgsClient
+from app.lti.jwks import JwksCache
+from app.lti.keys import ToolKeyring
+from app.lti.tokens import TokenCache
+from app.metrics import Metrics
+from app.store.db import create_engine, create_session_factory
+
+AGS_HTTP_CLIENTS = 16
+AGS_CONNECTIONS_PER_CLIENT = 16
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def outbound_http_client(
+    settings: Settings, *, max_connections: int = 200, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
+    """The one client for calls to platforms: explicit timeouts and connection limits.
+
+    Pass `verify` (an SSL context) to share one certificate store between clients.
+    """
+    timeout = httpx.Timeout(
+        connect=settings.http_connect_timeout,
+        read=settings.http_read_timeout,
+        write=settings.http_read_timeout,
+        pool=settings.http_read_timeout,
+    )
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
+    return httpx.AsyncClient(
+        timeout=timeout,
+        limits=limits,
+        follow_redirects=False,
+        headers={"User-Agent": "passback"},
+        verify=verify,
+    )
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    keyring: ToolKeyring
+    http: httpx.AsyncClient
+    jwks: JwksCache
+    clock: Clock = utc_now
+    instance_id: str = field(default_factory=new_instance_id)
+    metrics: Metrics = field(default_factory=Metrics)
+    extras: dict[str, Any] = field(default_factory=dict)
+    wakeup: Wakeup = field(default_factory=Wakeup)
+    """Rung after a job is enqueued, so this instance's workers start at once."""
+    tokens: TokenCache = field(init=False)
+    """Access tokens per (platform, scope set), shared by every delivery and preview."""
+    ags_http: tuple[httpx.AsyncClient, ...] = field(init=False)
+    """Clients for AGS calls: several small pools instead of one big one, because httpx scans
+    every connection of a pool for each request (quadratic in the pool's size)."""
+    ags: AgsClient = field(init=False)
+    events: EventIntake = field(init=False)
+    """Submission events in, written in batches."""
+
+    def __post_init__(self) -> None:
+        insecure_hosts = self.settings.insecure_hosts
+        self.tokens = TokenCache(
+            self.http,
+            self.keyring,
+            insecure_hosts=insecure_hosts,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+        certificates = httpx.create_ssl_context()  # loaded once, shared by the clients
+        self.ags_http = tuple(
+            outbound_http_client(
+                self.settings, max_connections=AGS_CONNECTIONS_PER_CLIENT, verify=certificates
+            )
+            for _ in range(AGS_HTTP_CLIENTS)
+        )
+        self.ags = AgsClient(
+            self.ags_http, self.tokens, insecure_hosts=insecure_hosts, clock=self.clock
+        )
+        concurrent_writes = self.engine.dialect.name == "postgresql"
+        self.events = EventIntake(
+            self.engine,
+            clock=self.clock,
+            metrics=self.metrics,
+            deadline=timedelta(seconds=self.settings.delivery_deadline_seconds),
+            max_batch=self.settings.intake_max_batch,
+            batches_in_flight=self.settings.intake_batches_in_flight if concurrent_writes else 1,
+            overlap_from=self.settings.intake_overlap_from,
+        )
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock = utc_now) -> AppContext:
+        engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+        http = outbound_http_client(settings)
+        keyring = ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            keyring=keyring,
+            http=http,
+            jwks=JwksCache(http),
+            clock=clock,
+        )
+
+    async def close(self) -> None:
+        for client in self.ags_http:
+            await client.aclose()
+        await self.http.aclose()
+        await self.engine.dispose()

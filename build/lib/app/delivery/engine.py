@@ -1,0 +1,492 @@
+"""The delivery engine: claims due jobs, runs their attempts, writes the results.
+
+One loop claims work lane by lane (one lane per platform registration, each with its own
+adaptive limit on requests in flight) while an instance-wide limit caps all requests in
+flight. Claims are batched, results are written in batches by a writer task, and leases are
+renewed while attempts run (and while their results wait to be written); any instance returns
+the jobs of a worker whose leases ran out. Stopping lets running attempts finish for a grace
+period, then releases the rest.
+
+The database may go away at any moment: every background step (claiming, renewing leases,
+writing results) survives any error, logs an outage once (app.delivery.health), waits a little
+longer each time, and carries on when the database is back; results wait in memory meanwhile
+and are written then.
+
+    engine = DeliveryEngine(context)
+    await engine.start()        # in a lifespan; `await engine.stop()` on the way out
+    await engine.drain()        # tests: deliver everything due now, then return
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, SharedReads
+from app.delivery.health import DatabaseHealth
+from app.delivery.lanes import Lane, Slots
+from app.delivery.policy import DeliveryPolicy
+from app.logs import job_id_var
+from app.store import jobs as store
+from app.store.db import transaction
+from app.store.models import JobStatus, PassbackJob, Platform
+
+if TYPE_CHECKING:
+    from app.context import AppContext
+
+log = logging.getLogger("passback.delivery")
+
+OWNER_LENGTH = 64
+CLAIM_CONFLICT_RETRIES = 3
+FINAL_WRITE_SECONDS = 30.0
+CLAIMING = "claiming jobs"
+WRITING = "writing delivery results"
+
+
+@dataclass
+class EngineStats:
+    """Counters since the engine started (metrics, tests, benchmarks)."""
+
+    claimed: int = 0
+    delivered: int = 0
+    failed: int = 0
+    superseded: int = 0
+    retried: int = 0
+    released: int = 0
+    requests: int = 0
+    throttled: int = 0
+    claim_queries: int = 0
+    write_batches: int = 0
+
+
+@dataclass(frozen=True)
+class _CachedPlatform:
+    platform: PlatformInfo | None
+    read_at: float
+
+
+def _log_outcome(finish: store.JobFinish) -> None:
+    """One line per attempt, named by the job_id of the context: a failure is a warning, a
+    retry is news, a delivery is detail."""
+    if finish.status is JobStatus.failed:
+        level = logging.WARNING
+    else:
+        level = logging.DEBUG if finish.is_final else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    last = finish.attempts[-1] if finish.attempts else None
+    log.log(
+        level,
+        "job %s: %s",
+        finish.status.value,
+        finish.outcome_code or "-",
+        extra={
+            "status": finish.status.value,
+            "outcome_code": finish.outcome_code,
+            "http_status": last.http_status if last else None,
+            "platform_message": finish.platform_message,
+            "next_attempt_at": None if finish.is_final else finish.next_attempt_at.isoformat(),
+        },
+    )
+
+
+def owner_id(instance_id: str) -> str:
+    """A lease owner unique to one engine, even when one instance runs several."""
+    suffix = uuid.uuid4().hex[:8]
+    return f"{instance_id[: OWNER_LENGTH - len(suffix) - 1]}/{suffix}"
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        context: AppContext,
+        *,
+        policy: DeliveryPolicy | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self._context = context
+        self.policy = policy or DeliveryPolicy.from_settings(context.settings)
+        self.owner = owner or owner_id(context.instance_id)
+        self.stats = EngineStats()
+        self._lanes: dict[str, Lane] = {}
+        self._shared = Slots(self.policy.concurrency)
+        self._platforms: dict[str, _CachedPlatform] = {}
+        self._attempts: dict[asyncio.Task[None], Attempt] = {}
+        self._results: list[store.JobFinish] = []
+        self._writing: list[store.JobFinish] = []
+        self._results_ready = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._writer_idle = asyncio.Event()
+        self._writer_idle.set()
+        self._reads = SharedReads(context.ags)
+        self._runner: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._grace = self.policy.shutdown_grace
+        self._maintained_at = -float("inf")
+        self._discovered_at = -float("inf")
+        self.health = DatabaseHealth(
+            first=self.policy.database_retry_first, maximum=self.policy.database_retry_max
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run in the background until `stop`."""
+        if self._runner is not None:
+            raise RuntimeError("the engine is already running")
+        self._stopping.clear()
+        self._runner = asyncio.create_task(self.run(), name=f"delivery-{self.owner}")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let attempts finish for `grace` seconds, release the rest, write."""
+        self._grace = self.policy.shutdown_grace if grace is None else grace
+        self._stopping.set()
+        self._changed.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            try:
+                await runner
+            except Exception:
+                log.exception("the delivery engine stopped with an error")
+
+    async def run(self) -> None:
+        """Deliver until stopped (the body of `start`; `passback worker` awaits it directly)."""
+        self._context.wakeup.subscribe(self.wake)
+        self._start_writer()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    started = await self._round()
+                except Exception as exc:
+                    # Keep delivering: a failed round (the database away, a bug) must not stop
+                    # the instance's workers; attempts under way go on meanwhile.
+                    await self._pause(self.health.failed(CLAIMING, exc))
+                    continue
+                if started == 0 or self._saturated():
+                    await self._wait_for_change(self.policy.poll_interval)
+        finally:
+            self._context.wakeup.unsubscribe(self.wake)
+            await self._finish_in_flight(self._grace)
+            await self._stop_writer()
+
+    async def drain(self) -> None:
+        """Deliver everything claimable now, then return once nothing runs and all is written.
+
+        Jobs waiting for a later retry time are left alone (move the clock to make them due).
+        Meant for tests and scripts, not alongside `start` on the same engine.
+        """
+        self._start_writer()
+        self._stopping.clear()
+        try:
+            await self._maintain(force=True)
+            while True:
+                self._wake_lanes()
+                started = await self._round(discover=True)
+                if started:
+                    continue
+                if self._attempts:
+                    await self._wait_for_change(self.policy.poll_interval)
+                    continue
+                await self._flush_written()
+                if await self._round(discover=True) == 0 and not self._attempts:
+                    return
+        finally:
+            await self._stop_writer()
+
+    def wake(self) -> None:
+        """Look for work now (a job was enqueued)."""
+        self._wake_lanes()
+        self._discovered_at = -float("inf")
+        self._changed.set()
+
+    @property
+    def runner(self) -> asyncio.Task[None] | None:
+        """The background task `start` made (None when not started)."""
+        return self._runner
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._attempts)
+
+    def lane(self, platform_id: str) -> Lane | None:
+        return self._lanes.get(platform_id)
+
+    # --- claiming -----------------------------------------------------------------------------
+
+    def _busy_jobs(self) -> int:
+        """Jobs under way, not counting those waiting in a throttled lane (they would hold up
+        the other platforms' lanes)."""
+        return sum(1 for attempt in self._attempts.values() if not attempt.progress.holding)
+
+    def _saturated(self) -> bool:
+        return self._busy_jobs() >= self.policy.max_jobs
+
+    def _wake_lanes(self) -> None:
+        for lane in self._lanes.values():
+            lane.dry = False
+
+    async def _round(self, *, discover: bool = False) -> int:
+        """Maintain leases when due, find lanes with work, claim for lanes with room."""
+        await self._maintain()
+        loop_now = time.monotonic()
+        if discover or loop_now - self._discovered_at >= self.policy.poll_interval:
+            await self._discover()
+        free = self.policy.max_jobs - self._busy_jobs()
+        if free <= 0:
+            return 0
+        wanted: list[tuple[Lane, int]] = []
+        # Least busy lanes first, so a lane with a backlog cannot crowd out the others.
+        for lane in sorted(self._lanes.values(), key=lambda lane: lane.jobs):
+            room = lane.free_jobs
+            if lane.dry or room == 0:
+                continue
+            # Wait for a useful batch unless the lane is idle: fewer, larger claims.
+            if lane.jobs and room < max(1, (lane.jobs + room) // 8):
+                continue
+            count = min(room, free, self.policy.claim_batch)
+            wanted.append((lane, count))
+            free -= count
+            if free <= 0:
+                break
+        if not wanted:
+            return 0
+        claimed = await self._claim(wanted)
+        for job, platform in claimed:
+            self._launch(job, platform)
+        return len(claimed)
+
+    async def _discover(self) -> None:
+        self._discovered_at = time.monotonic()
+        async with transaction(self._context.sessions) as session:
+            platform_ids = await store.platforms_with_pending_jobs(session)
+        self.health.recovered(CLAIMING)
+        for platform_id in platform_ids:
+            lane = self._lanes.get(platform_id)
+            if lane is None:
+                self._lanes[platform_id] = Lane(platform_id, self.policy.lanes, self._shared)
+            else:
+                lane.dry = False
+        self.stats.claim_queries += 1
+
+    async def _claim(
+        self, wanted: Sequence[tuple[Lane, int]]
+    ) -> list[tuple[PassbackJob, PlatformInfo | None]]:
+        now = self._context.clock()
+        for conflict in range(CLAIM_CONFLICT_RETRIES):
+            try:
+                async with transaction(self._context.sessions) as session:
+                    claimed: list[tuple[PassbackJob, PlatformInfo | None]] = []
+                    for lane, count in wanted:
+                        jobs = await store.claim_jobs(
+                            session,
+                            platform_id=lane.platform_id,
+                            owner=self.owner,
+                            now=now,
+                            lease=self.policy.lease,
+                            limit=count,
+                        )
+                        self.stats.claim_queries += 1
+                        lane.dry = len(jobs) < count
+                        if jobs:
+                            platform = await self._platform(session, lane.platform_id)
+                            claimed.extend((job, platform) for job in jobs)
+                self.health.recovered(CLAIMING)
+                return claimed
+            except IntegrityError:
+                # Another instance put a job of the same pair in flight between our snapshot
+                # and our update; the next try sees it and skips the pair.
+                log.info("claim conflict on a pair in flight elsewhere (try %d)", conflict + 1)
+        return []
+
+    async def _platform(self, session: AsyncSession, platform_id: str) -> PlatformInfo | None:
+        """The registration's values, read at most every `platform_refresh` seconds (a copy:
+        the row itself expires when the transaction that read it rolls back)."""
+        cached = self._platforms.get(platform_id)
+        loop_now = time.monotonic()
+        if cached is not None and loop_now - cached.read_at < self.policy.platform_refresh:
+            return cached.platform
+        row = await session.get(Platform, platform_id)
+        platform = None if row is None else PlatformInfo.of(row)
+        self._platforms[platform_id] = _CachedPlatform(platform, loop_now)
+        return platform
+
+    # --- attempts -----------------------------------------------------------------------------
+
+    def _launch(self, job: PassbackJob, platform: PlatformInfo | None) -> None:
+        lane = self._lanes[job.platform_id]
+        attempt = Attempt(
+            job,
+            platform,
+            owner=self.owner,
+            ags=self._context.ags,
+            reads=self._reads,
+            clock=self._context.clock,
+            policy=self.policy,
+            gate=lane,
+        )
+        lane.jobs += 1
+        self.stats.claimed += 1
+        task = asyncio.create_task(self._attempt(attempt, lane), name=f"job-{job.id}")
+        self._attempts[task] = attempt
+
+    async def _attempt(self, attempt: Attempt, lane: Lane) -> None:
+        job_id_var.set(attempt.job.id)  # this task's log lines name the job
+        try:
+            finish = await attempt.run()
+        except asyncio.CancelledError:
+            self._record(attempt.released())
+            raise
+        except Exception:
+            log.exception("delivery of job %s crashed; it will be retried", attempt.job.id)
+            tries = attempt.job.tries_since_queued + 1
+            finish = attempt.released(delay=self.policy.backoff(tries), code="crashed")
+        finally:
+            lane.jobs -= 1
+            self._attempts.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self._changed.set()
+        metrics = self._context.metrics
+        for outcome in attempt.progress.outcomes:
+            self.stats.requests += 1
+            self.stats.throttled += outcome.throttled
+            metrics.platform_answered(outcome)
+        if finish.is_final:
+            waited = (finish.at - attempt.job.created_at).total_seconds()
+            metrics.job_finished(finish.status.value, finish.outcome_code, waited)
+        _log_outcome(finish)
+        self._record(finish)
+
+    def _record(self, finish: store.JobFinish) -> None:
+        status = finish.status
+        if status is JobStatus.delivered:
+            self.stats.delivered += 1
+        elif status is JobStatus.failed:
+            self.stats.failed += 1
+        elif status is JobStatus.superseded:
+            self.stats.superseded += 1
+        elif finish.outcome_code == RELEASED:
+            self.stats.released += 1
+        else:
+            self.stats.retried += 1
+        self._results.append(finish)
+        self._writer_idle.clear()
+        self._results_ready.set()
+
+    async def _finish_in_flight(self, grace: float) -> None:
+        tasks = list(self._attempts)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds` (a database retry), or less if the engine is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _wait_for_change(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), seconds)
+        self._changed.clear()
+
+    # --- leases -------------------------------------------------------------------------------
+
+    async def _maintain(self, *, force: bool = False) -> None:
+        """Renew our leases and return expired ones (any instance's) to the queue.
+
+        Jobs whose results wait to be written are still ours: their leases are renewed too,
+        so a database that was away for longer than a lease finds them still leased to us.
+        """
+        loop_now = time.monotonic()
+        interval = self.policy.lease.total_seconds() / 4
+        if not force and loop_now - self._maintained_at < interval:
+            return
+        now = self._context.clock()
+        held = [attempt.job.id for attempt in self._attempts.values()]
+        held += [finish.job_id for finish in (*self._results, *self._writing)]
+        async with transaction(self._context.sessions) as session:
+            await store.renew_leases(
+                session, owner=self.owner, job_ids=held, now=now, lease=self.policy.lease
+            )
+            released = await store.release_expired_leases(session, now=now)
+        self.health.recovered(CLAIMING)
+        self._maintained_at = loop_now
+        if released:
+            log.warning("returned %d jobs whose worker stopped to the queue", len(released))
+            self.wake()
+
+    # --- writing results ----------------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.owner}")
+
+    async def _stop_writer(self) -> None:
+        try:
+            async with asyncio.timeout(self._grace + FINAL_WRITE_SECONDS):
+                await self._flush_written()
+        except TimeoutError:
+            # The database is away: these jobs stay in flight until their leases run out,
+            # then any instance delivers them again (same timestamp, no new submission).
+            log.error("could not record %d delivery results before stopping", len(self._results))
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _flush_written(self) -> None:
+        """Wait until every recorded result is in the database."""
+        while self._results or not self._writer_idle.is_set():
+            if self._writer is None or self._writer.done():
+                await self._write_pending()
+            else:
+                self._results_ready.set()
+                await self._writer_idle.wait()
+
+    async def _write_loop(self) -> None:
+        """Write results as they come; whatever fails, keep them and try again later."""
+        while True:
+            await self._results_ready.wait()
+            await asyncio.sleep(self.policy.flush_delay)
+            try:
+                await self._write_pending()
+            except Exception as exc:
+                await asyncio.sleep(self.health.failed(WRITING, exc))
+            else:
+                self.health.recovered(WRITING)
+
+    async def _write_pending(self) -> None:
+        self._results_ready.clear()
+        batch, self._results = self._results, []
+        if not batch:
+            self._writer_idle.set()
+            return
+        self._writing = batch
+        try:
+            async with transaction(self._context.sessions) as session:
+                await store.finish_jobs(session, batch)
+        except BaseException:
+            self._results[:0] = batch
+            self._results_ready.set()
+            raise
+        finally:
+            self._writing = []
+        self.stats.write_batches += 1
+        if not self._results:
+            self._writer_idle.set()
+        # Finished jobs free their pairs: the next job of a pair may now be claimed.
+        self._wake_lanes()
+        self._changed.set()

@@ -1,0 +1,143 @@
+"""Running the service: the API with uvicorn, optionally beside the sandbox Canvas."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import uvicorn
+
+from app.clock import utc_now
+from app.config import Settings
+from app.context import AppContext
+from app.delivery import DeliveryEngine
+from app.main import create_app
+from app.registry import PlatformCreate, RegistryError, register_platform
+from app.sandbox import SandboxConfig, SandboxState, create_sandbox_app
+from app.sandbox.seed import DemoSeed, seed_demo
+from app.store import platforms as platform_store
+from app.store.db import create_engine, create_session_factory
+
+log = logging.getLogger("passback.serve")
+
+
+def _server(app: Any, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return uvicorn.Server(config)
+
+
+async def register_sandbox_platform(settings: Settings, seed: DemoSeed) -> str:
+    """Register (or re-activate) the sandbox as a platform; returns its id."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with create_session_factory(engine)() as session:
+            existing = await platform_store.find_platform(session, seed.issuer, seed.client_id)
+            if existing is not None:
+                existing.active = True
+                existing.deployment_ids = [seed.deployment_id]
+                await session.commit()
+                return existing.id
+            body = PlatformCreate.model_validate(seed.platform_registration())
+            platform = await register_platform(
+                session, body, insecure_hosts=settings.insecure_hosts, now=utc_now()
+            )
+            return platform.id
+    finally:
+        await engine.dispose()
+
+
+def _print_welcome(base_url: str, dev_key: str | None, seed: DemoSeed | None) -> None:
+    lines = [f"passback is up: API {base_url}  docs {base_url}/docs"]
+    if dev_key is not None:
+        lines.append(f"development API key (every scope): {dev_key}")
+    if seed is not None:
+        lines += [
+            f"sandbox Canvas: {seed.base_url}  (issuer {seed.issuer}, client_id {seed.client_id})",
+            f"sandbox gradebook: {seed.base_url}/sandbox/gradebook/courses/{seed.course_id}/html",
+            f"pass a grade end to end: .venv/bin/passback demo --api {base_url}"
+            f" --sandbox-url {seed.base_url}",
+        ]
+    print("\n".join(lines), flush=True)
+
+
+async def run_service(
+    settings: Settings, *, host: str, port: int, sandbox: bool, dev_key: str | None
+) -> None:
+    """Serve the API (and workers, per settings); with `sandbox`, the sandbox on port + 1."""
+    base_url = f"http://{host}:{port}"
+    servers = [_server(create_app(settings), host, port)]
+    seed: DemoSeed | None = None
+    if sandbox:
+        sandbox_url = f"http://{host}:{port + 1}"
+        state = SandboxState(SandboxConfig(base_url=sandbox_url))
+        seed = seed_demo(state, tool_jwks_url=f"{base_url}/.well-known/jwks.json")
+        try:
+            await register_sandbox_platform(settings, seed)
+        except RegistryError as exc:
+            raise SystemExit(
+                f"cannot register the sandbox platform: {exc} "
+                f"(is {host} in PASSBACK_INSECURE_HOSTS?)"
+            ) from exc
+        servers.append(_server(create_sandbox_app(state=state), host, port + 1))
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    while not all(server.started for server in servers):
+        if any(task.done() for task in tasks):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        _print_welcome(base_url, dev_key, seed)
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
+
+
+async def run_workers_only(
+    settings: Settings, *, metrics_host: str = "127.0.0.1", metrics_port: int | None = None
+) -> None:
+    """Deliver jobs until SIGINT/SIGTERM; then finish or release. With `metrics_port`, serve
+    /metrics and /healthz there (app.worker_http), nothing else."""
+    context = AppContext.build(settings)
+    engine = DeliveryEngine(context)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    watched: list[asyncio.Task[Any]] = [stopping]
+    server: uvicorn.Server | None = None
+    if metrics_port is not None:
+        from app.worker_http import create_worker_app
+
+        # Listening first: a port in use ends the process before any job is claimed.
+        server = _server(create_worker_app(context, engine), metrics_host, metrics_port)
+        serving = asyncio.create_task(server.serve())  # it ends on SIGINT/SIGTERM too
+        watched.append(serving)
+        while not server.started:
+            if serving.done():
+                break
+            await asyncio.sleep(0.02)
+    await engine.start()
+    log.info("delivery workers running as %s", engine.owner)
+    try:
+        assert engine.runner is not None
+        await asyncio.wait([*watched, engine.runner], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        await engine.stop()
+        if server is not None:
+            server.should_exit = True
+        await asyncio.gather(*watched, return_exceptions=True)
+        await context.close()

@@ -1,0 +1,1 @@
+"""Persistence: models, the engine, and the queries the rest of the service calls by name."""

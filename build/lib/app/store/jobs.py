@@ -1,0 +1,458 @@
+"""The outbox: enqueueing passback jobs, and claiming, leasing and finishing them."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import (
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased, make_transient_to_detached
+
+from app.store.models import JobAttempt, JobKind, JobStatus, PassbackJob, PassbackMode
+from app.store.types import ExactDecimal
+
+
+def pair_key(lineitem_url: str, lti_user_id: str) -> str:
+    """One key per (Canvas line item, student): deliveries for a pair are serialised on it."""
+    return hashlib.sha256(f"{lineitem_url}\n{lti_user_id}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """Everything needed to deliver one score later, without the launch or the event."""
+
+    kind: JobKind
+    platform_id: str
+    formative_id: str
+    student_id: str
+    class_id: str
+    lineitem_url: str
+    lti_user_id: str
+    score_timestamp: datetime
+    mode: PassbackMode = PassbackMode.grades
+    score: Decimal | None = None
+    max_score: Decimal | None = None
+    override_percent: Decimal | None = None
+    override_points: Decimal | None = None
+    complete: bool | None = None
+    comment: str | None = None
+    submitted_at: datetime | None = None
+    response_url: str | None = None
+    batch_id: str | None = None
+    event_id: str | None = None
+    acting_teacher_id: str | None = None
+
+
+def fresh_job_state(now: datetime, deadline: timedelta) -> dict[str, Any]:
+    """The bookkeeping columns of a job just queued: pending, due now, never tried."""
+    return {
+        "status": JobStatus.pending,
+        "maybe_delivered": False,
+        "attempt_count": 0,
+        "tries_since_queued": 0,
+        "next_attempt_at": now,
+        "deadline_at": now + deadline,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def _earlier_passbacks_of_same_submission(
+    session: AsyncSession, key: str, submitted_at: datetime | None
+) -> tuple[bool, bool]:
+    """Has this submission reached the platform for this pair: (surely, possibly)?
+
+    Surely: a job of it was delivered. Possibly: a job of it was sent (or is being sent)
+    without an answer that says it landed.
+    """
+    same_submission = (
+        PassbackJob.submitted_at.is_(None)
+        if submitted_at is None
+        else PassbackJob.submitted_at == submitted_at
+    )
+    of_submission = and_(PassbackJob.pair_key == key, same_submission)
+    delivered = exists().where(of_submission, PassbackJob.status == JobStatus.delivered)
+    sent = exists().where(
+        of_submission,
+        or_(PassbackJob.attempt_count > 0, PassbackJob.status == JobStatus.in_flight),
+    )
+    row = (await session.execute(select(delivered, sent))).one()
+    return bool(row[0]), bool(row[1])
+
+
+async def enqueue_job(
+    session: AsyncSession, new: NewJob, *, now: datetime, deadline: timedelta
+) -> PassbackJob:
+    """Add a pending job in the caller's transaction; older pending jobs for the pair are
+    superseded.
+
+    `new_submission` is true unless this submission surely reached the platform already. When
+    it possibly did (an earlier job's outcome is unknown), the job is `submission_unconfirmed`:
+    the delivery reads the student's result before opening a submission.
+
+    (Event intake on PostgreSQL queues automatic jobs in its batch statement, by the same
+    rules written in SQL: app/store/events.py `_RECORD_EVENTS`.)
+    """
+    key = pair_key(new.lineitem_url, new.lti_user_id)
+    surely, possibly = await _earlier_passbacks_of_same_submission(session, key, new.submitted_at)
+    job = PassbackJob(
+        **asdict(new),
+        pair_key=key,
+        new_submission=not surely,
+        submission_unconfirmed=possibly and not surely,
+        **fresh_job_state(now, deadline),
+    )
+    await _insert_job(session, job)
+    connection = await session.connection()
+    await connection.execute(
+        _SUPERSEDE_PENDING_OF_PAIR, {"b_key": key, "b_job": job.id, "b_now": now}
+    )
+    return job
+
+
+# enqueue_job is on the intake's hot path: its statements are built once (compiled once), and
+# the job goes in by a Core INSERT rather than a unit-of-work flush of a 45-column object.
+_JOB_TABLE = cast(Table, PassbackJob.__table__)
+_JOB_COLUMNS = {
+    attribute.key: attribute.columns[0].key for attribute in inspect(PassbackJob).column_attrs
+}
+_INSERT_JOB = insert(_JOB_TABLE).returning(_JOB_TABLE.c.id)
+_SUPERSEDE_PENDING_OF_PAIR = (
+    update(_JOB_TABLE)
+    .where(
+        _JOB_TABLE.c.pair_key == bindparam("b_key"),
+        _JOB_TABLE.c.status == JobStatus.pending,
+        _JOB_TABLE.c.id != bindparam("b_job"),
+    )
+    .values(
+        status=JobStatus.superseded,
+        superseded_by=bindparam("b_job"),
+        outcome_code="superseded",
+        updated_at=bindparam("b_now"),
+        finished_at=bindparam("b_now"),
+    )
+)
+
+
+async def _insert_job(session: AsyncSession, job: PassbackJob) -> None:
+    """INSERT the new `job` and make it a persistent object of `session` with its id (the
+    values it was not given are loaded from the row if read)."""
+    values = {
+        column: job.__dict__[attribute]
+        for attribute, column in _JOB_COLUMNS.items()
+        if attribute in job.__dict__
+    }
+    await session.flush()  # the caller's pending rows (a batch) first; free when there are none
+    connection = await session.connection()  # Core statements skip the ORM's execute path
+    job.id = (await connection.execute(_INSERT_JOB, values)).scalar_one()
+    make_transient_to_detached(job)
+    session.add(job)
+
+
+# --- Claiming, leases and finishing (the delivery engine's queries) ---------------------------
+#
+# A claimed job is `in_flight` with a lease: `lease_owner` names the worker and
+# `lease_expires_at` (mirrored in `next_attempt_at`, so expired leases are found through the
+# same index as due jobs) says until when. A live worker renews its leases; a job whose lease
+# ran out is returned to `pending` by any instance. Finishing writes only where the lease is
+# still the finisher's, so a worker that lost its lease cannot overwrite the new holder's work.
+
+_jobs = cast(Table, PassbackJob.__table__)
+_attempts = cast(Table, JobAttempt.__table__)
+
+LEASE_EXPIRED = "lease_expired"
+
+
+async def platforms_with_pending_jobs(session: AsyncSession) -> list[str]:
+    """Ids of the platforms that have pending jobs (due or not): a skip scan over
+    ix_passback_jobs_platform_due, one index probe per platform rather than per job."""
+    rows = await session.execute(
+        text(
+            """
+            WITH RECURSIVE lanes(platform_id) AS (
+                SELECT (SELECT platform_id FROM passback_jobs
+                        WHERE status = :pending ORDER BY platform_id LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.platform_id FROM passback_jobs j
+                        WHERE j.status = :pending AND j.platform_id > lanes.platform_id
+                        ORDER BY j.platform_id LIMIT 1)
+                FROM lanes WHERE lanes.platform_id IS NOT NULL
+            )
+            SELECT platform_id FROM lanes WHERE platform_id IS NOT NULL
+            """
+        ),
+        {"pending": JobStatus.pending.value},
+    )
+    return [str(row[0]) for row in rows]
+
+
+async def claim_jobs(
+    session: AsyncSession,
+    *,
+    platform_id: str,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+) -> list[PassbackJob]:
+    """Lease up to `limit` due pending jobs of one platform, oldest due first.
+
+    A job is skipped while another job of its pair is in flight or an older one of its pair is
+    still pending (deliveries of a pair go one at a time, in order). On PostgreSQL the
+    candidates are locked `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on or
+    take each other's rows; on SQLite the single UPDATE holds the database's write lock from
+    its start, which serialises claimers. The caller commits.
+    """
+    sibling = aliased(PassbackJob)
+    elder = aliased(PassbackJob)
+    sibling_in_flight = exists().where(
+        sibling.pair_key == PassbackJob.pair_key, sibling.status == JobStatus.in_flight
+    )
+    elder_pending = exists().where(
+        elder.pair_key == PassbackJob.pair_key,
+        elder.status == JobStatus.pending,
+        elder.id < PassbackJob.id,
+    )
+    candidates = (
+        select(PassbackJob.id)
+        .where(
+            PassbackJob.status == JobStatus.pending,
+            PassbackJob.platform_id == platform_id,
+            PassbackJob.next_attempt_at <= now,
+            ~sibling_in_flight,
+            ~elder_pending,
+        )
+        .order_by(PassbackJob.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    expires = now + lease
+    claimed = await session.scalars(
+        update(PassbackJob)
+        .where(PassbackJob.id.in_(candidates))
+        .values(
+            status=JobStatus.in_flight,
+            lease_owner=owner,
+            lease_expires_at=expires,
+            next_attempt_at=expires,
+            updated_at=now,
+        )
+        .returning(PassbackJob),
+        execution_options={"synchronize_session": False},
+    )
+    return list(claimed.all())
+
+
+async def renew_leases(
+    session: AsyncSession, *, owner: str, job_ids: Collection[int], now: datetime, lease: timedelta
+) -> int:
+    """Extend the leases `owner` still holds; returns how many it holds.
+
+    The rows are locked in id order, as `finish_jobs` writes them, so renewing the leases of
+    jobs whose results are being written waits for the writer instead of deadlocking with it.
+    """
+    if not job_ids:
+        return 0
+    expires = now + lease
+    held = (
+        select(_jobs.c.id)
+        .where(
+            _jobs.c.id.in_(sorted(set(job_ids))),
+            _jobs.c.lease_owner == owner,
+            _jobs.c.status == JobStatus.in_flight,
+        )
+        .order_by(_jobs.c.id)
+        .with_for_update()
+    )
+    result = await session.execute(
+        update(_jobs)
+        .where(_jobs.c.id.in_(held.scalar_subquery()))
+        .values(lease_expires_at=expires, next_attempt_at=expires, updated_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def release_expired_leases(session: AsyncSession, *, now: datetime) -> list[int]:
+    """Return jobs whose worker stopped renewing to `pending`, due now.
+
+    The worker may have posted before it died, so the job is marked `maybe_delivered`: the
+    next delivery reads the student's result before sending again. Each gets an attempt row
+    saying so.
+    """
+    expired = (
+        select(_jobs.c.id)
+        .where(_jobs.c.status == JobStatus.in_flight, _jobs.c.next_attempt_at < now)
+        .with_for_update(skip_locked=True)  # rows being written or renewed are not lost
+    )
+    released = await session.scalars(
+        update(_jobs)
+        .where(_jobs.c.id.in_(expired.scalar_subquery()))
+        .values(
+            status=JobStatus.pending,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=now,
+            maybe_delivered=True,
+            attempt_count=_jobs.c.attempt_count + 1,
+            outcome_code=LEASE_EXPIRED,
+            updated_at=now,
+        )
+        .returning(_jobs.c.id)
+    )
+    job_ids = list(released.all())
+    if job_ids:
+        await session.execute(
+            insert(_attempts),
+            [
+                {
+                    "job_id": job_id,
+                    "started_at": now,
+                    "finished_at": now,
+                    "http_status": None,
+                    "outcome": LEASE_EXPIRED,
+                    "message": "the worker delivering this job stopped before finishing it",
+                }
+                for job_id in job_ids
+            ],
+        )
+    return job_ids
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One try, as stored in job_attempts."""
+
+    started_at: datetime
+    finished_at: datetime
+    http_status: int | None
+    outcome: str
+    message: str | None
+
+
+@dataclass(frozen=True)
+class JobFinish:
+    """What a worker learned about a job it holds: its new state and the attempts made."""
+
+    job_id: int
+    owner: str
+    status: JobStatus
+    at: datetime
+    next_attempt_at: datetime
+    outcome_code: str | None
+    platform_message: str | None
+    new_submission: bool
+    maybe_delivered: bool
+    attempts: Sequence[AttemptRecord] = ()
+    tries: int = 0
+    """How many of `attempts` count toward the job's backoff (not throttled answers, not
+    result reads)."""
+    submission_unconfirmed: bool = False
+    canvas_points: Decimal | None = None
+    score_given: Decimal | None = None
+    score_maximum: Decimal | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status not in (JobStatus.pending, JobStatus.in_flight)
+
+
+async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> None:
+    """Write many workers' results at once (two statements, whatever their number).
+
+    A job whose lease was lost meanwhile keeps its state; its attempts are still recorded.
+    """
+    if not finishes:
+        return
+    finishes = sorted(finishes, key=lambda finish: finish.job_id)  # rows locked in id order
+    await session.execute(
+        update(_jobs)
+        .where(
+            _jobs.c.id == bindparam("b_id"),
+            _jobs.c.lease_owner == bindparam("b_owner"),
+            _jobs.c.status == JobStatus.in_flight,
+        )
+        .values(
+            status=bindparam("b_status"),
+            next_attempt_at=bindparam("b_next"),
+            outcome_code=bindparam("b_code"),
+            platform_message=bindparam("b_message"),
+            new_submission=bindparam("b_new_submission"),
+            maybe_delivered=bindparam("b_maybe_delivered"),
+            submission_unconfirmed=bindparam("b_unconfirmed"),
+            attempt_count=_jobs.c.attempt_count + bindparam("b_attempts", type_=Integer),
+            tries_since_queued=_jobs.c.tries_since_queued + bindparam("b_tries", type_=Integer),
+            canvas_points=func.coalesce(
+                bindparam("b_points", type_=ExactDecimal()), _jobs.c.canvas_points
+            ),
+            score_given=func.coalesce(
+                bindparam("b_given", type_=ExactDecimal()), _jobs.c.score_given
+            ),
+            score_maximum=func.coalesce(
+                bindparam("b_maximum", type_=ExactDecimal()), _jobs.c.score_maximum
+            ),
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=bindparam("b_at"),
+            finished_at=bindparam("b_finished"),
+        ),
+        [
+            {
+                "b_id": finish.job_id,
+                "b_owner": finish.owner,
+                "b_status": finish.status.value,
+                "b_next": finish.next_attempt_at,
+                "b_code": finish.outcome_code,
+                "b_message": finish.platform_message,
+                "b_new_submission": finish.new_submission,
+                "b_maybe_delivered": finish.maybe_delivered,
+                "b_unconfirmed": finish.submission_unconfirmed,
+                "b_attempts": len(finish.attempts),
+                "b_tries": finish.tries,
+                "b_points": finish.canvas_points,
+                "b_given": finish.score_given,
+                "b_maximum": finish.score_maximum,
+                "b_at": finish.at,
+                "b_finished": finish.at if finish.is_final else None,
+            }
+            for finish in finishes
+        ],
+    )
+    attempts = [
+        {
+            "job_id": finish.job_id,
+            "started_at": attempt.started_at,
+            "finished_at": attempt.finished_at,
+            "http_status": attempt.http_status,
+            "outcome": attempt.outcome,
+            "message": attempt.message,
+        }
+        for finish in finishes
+        for attempt in finish.attempts
+    ]
+    if attempts:
+        await session.execute(insert(_attempts), attempts)
+
+
+async def next_pending_at(session: AsyncSession) -> datetime | None:
+    """When the earliest pending job falls due (None when nothing is pending)."""
+    return await session.scalar(
+        select(func.min(PassbackJob.next_attempt_at)).where(PassbackJob.status == JobStatus.pending)
+    )
