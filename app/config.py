@@ -94,7 +94,21 @@ class Settings(BaseSettings):
         "cost more CPU per event than they save; see bench.ingest.",
     )
     max_body_bytes: int = 1_000_000
-    public_base_url: str | None = None
+    public_base_url: str | None = Field(
+        default=None,
+        description="Where the service is reached from outside: the JWKS URL given to "
+        "platforms and the base of registration invites.",
+    )
+    tool_launch_url: str | None = Field(
+        default=None,
+        description="Formative's LTI launch URL: target_link_uri and redirect_uris in "
+        "registrations and /lti/canvas.json.",
+    )
+    tool_login_url: str | None = Field(
+        default=None,
+        description="Formative's OIDC login initiation URL, for registrations.",
+    )
+    tool_name: str = Field(default="Formative", description="The tool's name in platforms.")
     log_json: bool = True
     log_level: str = "INFO"
 
