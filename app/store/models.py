@@ -58,6 +58,9 @@ class JobStatus(enum.StrEnum):
     delivered = "delivered"
     failed = "failed"
     superseded = "superseded"
+    quarantined = "quarantined"
+    """The row could not be read back (a value the driver cannot decode): set aside, never
+    claimed again, until an operator fixes or removes it (README runbook)."""
 
 
 class JobKind(enum.StrEnum):
