@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from app.config import ApiKeySetting, Settings
+from app.files import write_private_file
 from app.logs import configure_logging
 from app.lti.keys import ToolKeyring, rotate
 from app.store.migrate import upgrade_to_head
@@ -33,10 +34,8 @@ def development_api_key(settings: Settings) -> str:
     path = settings.var_dir / DEV_KEY_FILE
     if path.exists():
         return path.read_text().strip()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
     key = "dev-" + secrets.token_urlsafe(24)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    write_private_file(path, (key + "\n").encode())
     return key
 
 

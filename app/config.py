@@ -94,6 +94,12 @@ class Settings(BaseSettings):
         "cost more CPU per event than they save; see bench.ingest.",
     )
     max_body_bytes: int = 1_000_000
+    body_read_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="A request body not received in full this long after its headers is "
+        "answered 408 and its connection closed (slow clients).",
+    )
     public_base_url: str | None = None
     log_json: bool = True
     log_level: str = "INFO"

@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_read_timeout_seconds,
         direct_routes={("POST", "/v1/submission-events"): events.submit_event},
         exception_handlers=app.exception_handlers,
     )

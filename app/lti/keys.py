@@ -7,13 +7,14 @@ before it, so a platform that cached the old key keeps verifying during the chan
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from joserfc.jwk import RSAKey
+
+from app.files import write_private_file
 
 KEY_PREFIX = "tool-"
 PUBLISHED_PREVIOUS_KEYS = 1
@@ -43,13 +44,9 @@ def _key_files(keys_dir: Path) -> list[Path]:
 
 def write_new_key(keys_dir: Path, now: datetime | None = None) -> Path:
     """Generate a 2048-bit RSA key into `keys_dir` (mode 0600) and return its path."""
-    keys_dir.mkdir(parents=True, exist_ok=True)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%f")
     path = keys_dir / f"{KEY_PREFIX}{stamp}.pem"
-    pem = RSAKey.generate_key(2048).as_pem(private=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
+    write_private_file(path, RSAKey.generate_key(2048).as_pem(private=True))
     return path
 
 
