@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.auth import API_KEYS, TEACHER_TOKEN_SECRET
+from tests.support.auth import API_KEYS, KEY_ENCRYPTION_KEY, TEACHER_TOKEN_SECRET
 
 PASSBACK = Path(sys.executable).with_name("passback")
 READY_TIMEOUT_SECONDS = 30.0
@@ -67,6 +67,7 @@ def service_env(
         "database_url": database_url,
         "var_dir": var_dir,
         "tool_key_dir": keys_dir,
+        "key_encryption_key": KEY_ENCRYPTION_KEY,
         "api_keys": json.dumps(api_keys if api_keys is not None else API_KEYS),
         "teacher_token_secret": TEACHER_TOKEN_SECRET,
         "insecure_hosts": "127.0.0.1,localhost",
