@@ -211,6 +211,30 @@ def platforms_add(
     typer.echo(json.dumps(platform, indent=2, default=str))
 
 
+@platforms_cli.command("invite")
+def platforms_invite(
+    label: Annotated[
+        str,
+        typer.Option(help="Name of the platform registration it makes (default: the platform's)."),
+    ] = "",
+    ttl: Annotated[
+        str, typer.Option(help="How long the link works: seconds, or a number with m, h or d.")
+    ] = "24h",
+) -> None:
+    """Make a single-use Dynamic Registration link for a platform admin to paste."""
+    from app.install import NotConfiguredError, create_invite_from_cli, parse_duration
+
+    try:
+        url, expires_at = asyncio.run(
+            create_invite_from_cli(_settings(), label=label, ttl=parse_duration(ttl))
+        )
+    except (ValueError, NotConfiguredError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(url)
+    typer.echo(f"single use, valid until {expires_at.isoformat(timespec='seconds')}", err=True)
+
+
 @platforms_cli.command("list")
 def platforms_list() -> None:
     """List registered platforms."""

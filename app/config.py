@@ -162,7 +162,21 @@ class Settings(BaseSettings):
         description="A request body not received in full this long after its headers is "
         "answered 408 and its connection closed (slow clients).",
     )
-    public_base_url: str | None = None
+    public_base_url: str | None = Field(
+        default=None,
+        description="Where the service is reached from outside: the JWKS URL given to "
+        "platforms and the base of registration invites.",
+    )
+    tool_launch_url: str | None = Field(
+        default=None,
+        description="Formative's LTI launch URL: target_link_uri and redirect_uris in "
+        "registrations and /lti/canvas.json.",
+    )
+    tool_login_url: str | None = Field(
+        default=None,
+        description="Formative's OIDC login initiation URL, for registrations.",
+    )
+    tool_name: str = Field(default="Formative", description="The tool's name in platforms.")
     log_json: bool = True
     log_level: str = "INFO"
 
@@ -187,7 +201,9 @@ class Settings(BaseSettings):
             raise ValueError(f"unsupported database (expected {expected})")
         return value
 
-    @field_validator("teacher_token_jwks_url", "public_base_url")
+    @field_validator(
+        "teacher_token_jwks_url", "public_base_url", "tool_launch_url", "tool_login_url"
+    )
     @classmethod
     def _check_urls(cls, value: str | None) -> str | None:
         return _check_http_url(value)

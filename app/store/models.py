@@ -98,6 +98,25 @@ class Platform(Base):
         return self.token_audience or self.token_url
 
 
+class RegistrationInvite(Base):
+    """A single-use link an operator hands to a platform admin to start Dynamic Registration.
+
+    Only the SHA-256 of the link's secret is kept. `used_at` is set while a registration runs
+    (and cleared again if it fails before a platform is recorded); `platform_id` names the
+    registration it made.
+    """
+
+    __tablename__ = "registration_invites"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    platform_id: Mapped[str | None] = mapped_column(ForeignKey("platforms.id"))
+
+
 class Formative(Base):
     """What the service knows of a formative, refreshed by every event that mentions it."""
 
