@@ -152,8 +152,10 @@ async def test_dynamic_registration_installs_the_tool_and_grades_flow_through_it
     page = await open_in_platform(await start_registration(sandbox, link))
 
     assert page.status_code == 200, page.text
+    assert "<script>closeRegistration();</script>" in page.text
     assert CLOSE_MESSAGE in page.text
     assert "Formative is registered" in page.text
+    assert "did not grant" not in page.text
     [platform] = [p for p in await installation.platforms() if p["label"] == "Sandbox district"]
     registered = await sandbox.admin.call("GET", f"/registrations/{platform['client_id']}")
     assert platform["issuer"] == sandbox.issuer
@@ -394,3 +396,19 @@ async def test_canvas_json_describes_the_tool_for_a_manual_install(
     # The JWKS it names is the one the service publishes.
     jwks = await installation.api.get("/.well-known/jwks.json")
     assert jwks.status_code == 200 and jwks.json()["keys"]
+
+
+async def test_scopes_the_platform_did_not_grant_are_named_on_the_page(
+    installation: Installation, sandbox: RunningSandbox
+) -> None:
+    link = await installation.invite()
+
+    page = await open_in_platform(
+        await start_registration(sandbox, link, scopes_granted=[SCOPE_LINEITEM, SCOPE_SCORE])
+    )
+
+    assert page.status_code == 200, page.text
+    assert "did not grant" in page.text
+    assert SCOPE_RESULT_READONLY in page.text
+    # The page stays open for the admin to read (no automatic close).
+    assert "<script>closeRegistration();</script>" not in page.text
