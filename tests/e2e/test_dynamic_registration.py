@@ -412,3 +412,24 @@ async def test_scopes_the_platform_did_not_grant_are_named_on_the_page(
     assert SCOPE_RESULT_READONLY in page.text
     # The page stays open for the admin to read (no automatic close).
     assert "<script>closeRegistration();</script>" not in page.text
+
+
+async def test_invite_refuses_a_lifetime_beyond_thirty_days_in_one_line(
+    installation: Installation,
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(PASSBACK),
+        "platforms",
+        "invite",
+        "--ttl",
+        "31d",
+        env=installation.service.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+
+    assert process.returncode == 2
+    assert out == b""
+    [line] = err.decode().strip().splitlines()
+    assert line.startswith("error: the invite's lifetime must be")
