@@ -132,6 +132,27 @@ class Formative(Base):
     updated_at: Mapped[datetime]
 
 
+class FormativeClass(Base):
+    """A class of a formative, as `PUT /v1/formatives/{id}` names it."""
+
+    __tablename__ = "formative_classes"
+
+    formative_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    class_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024), default="")
+
+
+class FormativeStudent(Base):
+    """A student of a formative's classes, known before (or besides) any launch or event."""
+
+    __tablename__ = "formative_students"
+
+    formative_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    student_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    class_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(1024), default="")
+
+
 class Launch(Base):
     """The latest Canvas launch of a student into a formative: where grades must go."""
 
