@@ -152,7 +152,7 @@ async def test_an_expired_or_forged_teacher_token_is_401(client: httpx.AsyncClie
         "/v1/platforms", headers=bearer(teacher_token("t-1", secret="another-secret-" * 3))
     )
     assert forged.status_code == 401
-    assert forged.json()["code"] == "unauthorized"
+    assert forged.json()["code"] == "token_invalid"
 
 
 async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
