@@ -228,7 +228,7 @@ async def install_from_invite(
     tool: ToolDescription,
     invite_token: str,
     openid_configuration: str,
-    registration_token: str,
+    registration_token: str | None,
     insecure_hosts: Iterable[str],
     now: datetime,
 ) -> Installed:
@@ -269,7 +269,7 @@ async def _register(
     tool: ToolDescription,
     label: str,
     openid_configuration: str,
-    registration_token: str,
+    registration_token: str | None,
     insecure_hosts: list[str],
     now: datetime,
 ) -> Installed:

@@ -8,15 +8,14 @@ platform's window. `GET /lti/canvas.json` is the developer-key JSON of a manual 
 from __future__ import annotations
 
 from html import escape
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.api.deps import Context
 from app.api.problems import ProblemError, problem_responses
 from app.install import (
-    INVITE_PARAM,
     MAX_PARAM_CHARS,
     Installed,
     InstallError,
@@ -86,16 +85,15 @@ def _success_page(installed: Installed) -> HTMLResponse:
     return _page("Formative is registered", body, status=200, close_now=True)
 
 
-def _param(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name)
-    if value is None or not value.strip():
-        return None
-    return value.strip()
+def _present(value: str | None) -> str | None:
+    return value.strip() if value is not None and value.strip() else None
 
 
 @router.get(
     "/registration",
     response_class=HTMLResponse,
+    # An HTML page for a platform admin, like the teacher page: not part of the JSON API.
+    include_in_schema=False,
     summary="LTI Dynamic Registration (opened by the platform)",
     description="Opened by a platform's admin UI with `openid_configuration` and "
     "`registration_token` added to an invite link from `passback platforms invite`. Fetches "
@@ -103,10 +101,21 @@ def _param(request: Request, name: str) -> str | None:
     "registration and answers an HTML page that closes the platform's dialog "
     "(`org.imsglobal.lti.close`). Errors are HTML pages with a code and what to do.",
 )
-async def dynamic_registration(request: Request, context: Context) -> HTMLResponse:
-    invite = _param(request, INVITE_PARAM)
-    configuration_url = _param(request, "openid_configuration")
-    registration_token = _param(request, "registration_token")
+async def dynamic_registration(
+    context: Context,
+    invite: Annotated[
+        str | None, Query(description="The invite from `passback platforms invite`.")
+    ] = None,
+    openid_configuration: Annotated[
+        str | None, Query(description="Added by the platform: its OpenID configuration URL.")
+    ] = None,
+    registration_token: Annotated[
+        str | None, Query(description="Added by the platform: the token to register with.")
+    ] = None,
+) -> HTMLResponse:
+    invite = _present(invite)
+    configuration_url = _present(openid_configuration)
+    registration_token = _present(registration_token)
     too_long = [
         value
         for value in (invite, configuration_url, registration_token)
@@ -137,7 +146,7 @@ async def dynamic_registration(request: Request, context: Context) -> HTMLRespon
         )
     now = context.clock()
     try:
-        if configuration_url is None or registration_token is None:
+        if configuration_url is None:
             expires_at = await check_invite(context.sessions, invite, now)
             return _page(
                 "Paste this link into your platform",

@@ -175,16 +175,24 @@ def _platform_message(answer: object) -> str:
     return str(answer)[:MAX_MESSAGE_CHARS]
 
 
+def _headers(registration_token: str | None) -> dict[str, str]:
+    """The registration token is optional in LTI DR 1.0 (Canvas always sends one)."""
+    headers = {"Accept": "application/json"}
+    if registration_token is not None:
+        headers["Authorization"] = f"Bearer {registration_token}"
+    return headers
+
+
 async def fetch_platform_configuration(
     http: httpx.AsyncClient,
     configuration_url: str,
-    registration_token: str,
+    registration_token: str | None,
     *,
     insecure_hosts: Iterable[str],
 ) -> PlatformConfiguration:
-    """GET the platform's OpenID configuration (the registration token as bearer)."""
+    """GET the platform's OpenID configuration (the registration token, if any, as bearer)."""
     _guard(configuration_url, "configuration URL", insecure_hosts)
-    headers = {"Accept": "application/json", "Authorization": f"Bearer {registration_token}"}
+    headers = _headers(registration_token)
     try:
         async with http.stream("GET", configuration_url, headers=headers) as response:
             answer = await _read_json(response, "OpenID configuration")
@@ -245,7 +253,7 @@ def parse_registration_answer(answer: object) -> RegisteredClient:
 async def register_tool(
     http: httpx.AsyncClient,
     configuration: PlatformConfiguration,
-    registration_token: str,
+    registration_token: str | None,
     body: dict[str, Any],
     *,
     insecure_hosts: Iterable[str],
@@ -253,7 +261,7 @@ async def register_tool(
     """POST the tool's registration; returns the client the platform made."""
     url = configuration.registration_endpoint
     _guard(url, "registration endpoint", insecure_hosts)
-    headers = {"Accept": "application/json", "Authorization": f"Bearer {registration_token}"}
+    headers = _headers(registration_token)
     try:
         async with http.stream("POST", url, json=body, headers=headers) as response:
             answer = await _read_json(response, "registration answer")
