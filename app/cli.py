@@ -312,6 +312,42 @@ def teacher_token(
         typer.echo(teacher_page_url(base, formative, token))
 
 
+@cli.command()
+def prune(
+    older_than: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Days to keep (default: PASSBACK_RETENTION_DAYS, 180).", metavar="DAYS"
+        ),
+    ] = None,
+) -> None:
+    """Remove finished manual jobs, events and batches older than the retention time."""
+    from datetime import timedelta
+
+    from app.clock import utc_now
+    from app.store.db import create_engine, create_session_factory
+    from app.store.retention import Pruned
+    from app.store.retention import prune as prune_store
+
+    settings = _settings()
+    _require_migrated(settings)
+    days = older_than or settings.retention_days
+
+    async def run() -> Pruned:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            cutoff = utc_now() - timedelta(days=days)
+            return await prune_store(create_session_factory(engine), older_than=cutoff)
+        finally:
+            await engine.dispose()
+
+    pruned = asyncio.run(run())
+    typer.echo(
+        f"removed what finished more than {days} days ago: {pruned.jobs} jobs "
+        f"({pruned.attempts} attempts), {pruned.events} events, {pruned.batches} batches"
+    )
+
+
 class DatabaseNotMigratedError(Exception):
     """The database the settings name does not exist or its schema is not at head."""
 

@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     log_json: bool = True
     log_level: str = "INFO"
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics wants `Authorization: Bearer <this token>`.",
+    )
+    retention_days: int = Field(
+        default=180,
+        ge=1,
+        description="Finished jobs (delivered, superseded, failed) and submission events "
+        "older than this are removed by `passback prune` (see app/store/retention.py).",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
