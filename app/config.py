@@ -179,6 +179,16 @@ class Settings(BaseSettings):
     tool_name: str = Field(default="Formative", description="The tool's name in platforms.")
     log_json: bool = True
     log_level: str = "INFO"
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics wants `Authorization: Bearer <this token>`.",
+    )
+    retention_days: int = Field(
+        default=180,
+        ge=1,
+        description="Finished jobs (delivered, superseded, failed) and submission events "
+        "older than this are removed by `passback prune` (see app/store/retention.py).",
+    )
 
     @model_validator(mode="after")
     def _default_database_in_var_dir(self) -> Settings:

@@ -132,6 +132,27 @@ class Formative(Base):
     updated_at: Mapped[datetime]
 
 
+class FormativeClass(Base):
+    """A class of a formative, as `PUT /v1/formatives/{id}` names it."""
+
+    __tablename__ = "formative_classes"
+
+    formative_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    class_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024), default="")
+
+
+class FormativeStudent(Base):
+    """A student of a formative's classes, known before (or besides) any launch or event."""
+
+    __tablename__ = "formative_students"
+
+    formative_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    student_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    class_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(1024), default="")
+
+
 class Launch(Base):
     """The latest Canvas launch of a student into a formative: where grades must go."""
 
@@ -189,7 +210,8 @@ class SubmissionEvent(Base):
     student_id: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(32))
     occurred_at: Mapped[datetime]
-    received_at: Mapped[datetime]
+    # Pruning walks events by age (retention).
+    received_at: Mapped[datetime] = mapped_column(index=True)
     decision: Mapped[str] = mapped_column(String(32))
     response_body: Mapped[str] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(BigId)
@@ -212,7 +234,8 @@ class Batch(Base):
     request_digest: Mapped[str] = mapped_column(String(64))
     skipped: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     response_body: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime]
+    # Pruning walks batches by age (retention).
+    created_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class PassbackJob(Base):
@@ -226,6 +249,8 @@ class PassbackJob(Base):
         Index("ix_passback_jobs_platform_due", "status", "platform_id", "next_attempt_at"),
         Index("ix_passback_jobs_pair", "pair_key", "status"),
         Index("ix_passback_jobs_formative_student", "formative_id", "student_id"),
+        # Pruning finds finished jobs past the retention time without scanning the rest.
+        Index("ix_passback_jobs_finished", "kind", "status", "finished_at"),
         # Automatic passback fires at most once per (student, line item), even under races.
         Index(
             "uq_passback_jobs_automatic_pair",

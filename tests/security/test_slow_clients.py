@@ -65,7 +65,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_i
     assert head.startswith(b"HTTP/1.1 408 "), answer
     assert b"content-type: application/problem+json" in head.lower()
     assert json.loads(body)["code"] == "request_timeout"
-    assert BODY_TIMEOUT_SECONDS * 0.9 <= waited  # (reader.read() returned: it was closed)
+    assert waited >= BODY_TIMEOUT_SECONDS * 0.9  # (reader.read() returned: it was closed)
 
 
 async def test_a_client_leaving_in_the_middle_of_its_body_is_not_an_unhandled_error(
