@@ -313,10 +313,11 @@ def platforms_invite(
     """Make a single-use Dynamic Registration link for a platform admin to paste."""
     from app.install import NotConfiguredError, create_invite_from_cli, parse_duration
 
+    settings = _settings()
     try:
-        url, expires_at = asyncio.run(
-            create_invite_from_cli(_settings(), label=label, ttl=parse_duration(ttl))
-        )
+        lifetime = parse_duration(ttl)
+        _require_migrated(settings)
+        url, expires_at = asyncio.run(create_invite_from_cli(settings, label=label, ttl=lifetime))
     except (ValueError, NotConfiguredError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
