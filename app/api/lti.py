@@ -61,14 +61,14 @@ def _page(title: str, body: str, *, status: int, close_now: bool = False) -> HTM
 
 def _error_page(status: int, code: str, message: str, remedy: str) -> HTMLResponse:
     body = (
-        f"<p>{escape(message[:1:].upper() + message[1:])}.</p>"
+        f"<p>{escape(message[:1].upper() + message[1:])}.</p>"
         f"<p><strong>What to do:</strong> {escape(remedy)}</p>"
         f'<p class="code">Error code: <code>{escape(code)}</code></p>'
     )
     return _page("The tool was not registered", body, status=status)
 
 
-def _success_page(installed: Installed) -> HTMLResponse:
+def _success_page(installed: Installed, tool_name: str) -> HTMLResponse:
     platform = installed.platform
     hosts = ", ".join(platform.allowed_hosts)
     granted = installed.client.scope
@@ -92,7 +92,7 @@ def _success_page(installed: Installed) -> HTMLResponse:
         "an account or course.</p>"
         f"{warning}"
     )
-    return _page("Formative is registered", body, status=200, close_now=not missing)
+    return _page(f"{tool_name} is registered", body, status=200, close_now=not missing)
 
 
 def _present(value: str | None) -> str | None:
@@ -176,7 +176,7 @@ async def dynamic_registration(
         )
     except InstallError as exc:
         return _error_page(exc.status, exc.code, exc.message, exc.remedy)
-    return _success_page(installed)
+    return _success_page(installed, tool.name)
 
 
 @router.get(
