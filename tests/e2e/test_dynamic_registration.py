@@ -19,7 +19,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -433,3 +433,34 @@ async def test_invite_refuses_a_lifetime_beyond_thirty_days_in_one_line(
     assert out == b""
     [line] = err.decode().strip().splitlines()
     assert line.startswith("error: the invite's lifetime must be")
+
+
+def registration_url(link: str, configuration_url: str) -> str:
+    """The invite link as a platform would open it, with a configuration URL of our choosing."""
+    query = urlencode({"openid_configuration": configuration_url, "registration_token": "t"})
+    return f"{link}&{query}"
+
+
+async def test_a_platform_that_cannot_be_reached_is_reported_and_keeps_the_invite(
+    installation: Installation, sandbox: RunningSandbox
+) -> None:
+    link = await installation.invite()
+    nobody_listens = f"http://127.0.0.1:{free_port()}/api/lti/security/openid-configuration"
+
+    page = await open_in_platform(registration_url(link, nobody_listens))
+
+    assert page.status_code == 502
+    assert error_code(page) == "platform_unreachable"
+    retried = await open_in_platform(await start_registration(sandbox, link))
+    assert retried.status_code == 200, retried.text
+
+
+async def test_a_configuration_url_on_a_private_address_is_refused_without_calling_it(
+    installation: Installation,
+) -> None:
+    link = await installation.invite()
+
+    page = await open_in_platform(registration_url(link, "https://10.0.0.7/openid-configuration"))
+
+    assert page.status_code == 502
+    assert error_code(page) == "platform_url_refused"
