@@ -133,6 +133,7 @@ async def test_a_teacher_deselects_overrides_sends_and_watches_grades_land(
 
     await page.get_by_label(f"Override for {alan.name}").fill("50")
     await page.get_by_role("button", name="Send to Canvas").click()
+    await page.get_by_role("button", name="Yes, send 2 grades").click()
 
     status = page.locator("#status")
     await expect(status).to_have_attribute("aria-live", "polite")
@@ -177,6 +178,7 @@ async def test_complete_incomplete_with_a_flip_and_a_zero_point_warning(
     await page.get_by_label(f"Complete for {alan.name}").check()
     await page.get_by_label("Comment for Canvas").fill("Marked in class")
     await page.get_by_role("button", name="Send to Canvas").click()
+    await page.get_by_role("button", name="Yes, send 3 grades").click()
     await expect(page.locator("#status")).to_contain_text("Done: 3 sent")
 
     assert await classroom.gradebook_score(ada.student_id) == Decimal("10")
