@@ -709,7 +709,7 @@
       const points = exact(row.canvas_points);
       return points !== null && isZero(points) && !zeroPoints.includes(row);
     });
-    add(zeroGrades, `The Canvas assignment is worth 0 points, so ${plural(zeroGrades.length, "grade")} become 0`);
+    add(zeroGrades, `The Canvas assignment is worth 0 points, so ${plural(zeroGrades.length, "grade")} will be 0`);
     const unknown = chosen.filter((row) => willSend(row) === null);
     add(unknown, `Canvas's points could not be read for ${plural(unknown.length, "student")}; their grades are worked out when they are delivered`);
     for (const group of groups()) {
@@ -729,13 +729,14 @@
         const rows = chosen.filter((row) => groupOf(row) === group);
         if (!rows.length) return null;
         const points = [...new Set(rows.map((row) => row.canvas_points).filter((value) => value !== null))];
-        const worth = points.length ? ` (worth ${points.map(number).join(" or ")} points)` : "";
-        const course = group.course_title ? ` in the Canvas course ${group.course_title}` : "";
-        return el("li", { text: `${plural(rows.length, "grade")} to ${classNameOf(group)}: the Canvas assignment${course}${worth}` });
+        const worth = points.length ? `, worth ${points.map(number).join(" or ")} points` : "";
+        const title = classNameOf(group);
+        const course = group.course_title && group.course_title !== title ? ` (Canvas course “${group.course_title}”)` : "";
+        return el("li", { text: `${plural(rows.length, "grade")} to ${title}${course}: its Canvas assignment${worth}` });
       })
       .filter(Boolean);
-    const mode = state.mode === "grades" ? "grades" : "complete / incomplete (100 % or 0 %)";
-    summary.push(el("li", { text: `Sending ${mode}${byId("comment").value.trim() ? ", with your comment" : ""}.` }));
+    const mode = state.mode === "grades" ? "grades (percent of the Canvas points)" : "complete / incomplete (100 % or 0 %)";
+    summary.push(el("li", { text: `What: ${mode}${byId("comment").value.trim() ? ", with your comment" : ""}.` }));
     byId("confirm-summary").replaceChildren(...summary);
     const warnings = confirmationWarnings(chosen);
     byId("confirm-warning-list").replaceChildren(...warnings.map((text) => el("li", { text })));
