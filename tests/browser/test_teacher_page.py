@@ -435,12 +435,14 @@ async def test_a_points_override_on_a_zero_point_assignment_is_warned(
 
     await page.get_by_label(f"Override for {ada.name}").fill("5")
     await page.get_by_label(f"Override unit for {ada.name}").select_option("points")
-    await expect(will_send_of(page, ada.student_id)).to_contain_text("5 / 0")
+    await expect(page.get_by_label(f"Override for {ada.name}")).to_have_value("5")
+    await expect(will_send_of(page, ada.student_id)).to_contain_text("0 / 0")
     await page.get_by_role("button", name=SEND).click()
 
     warnings = page.locator("#confirm-warnings")
     await expect(warnings).to_contain_text(
-        "1 points override on a Canvas assignment worth 0 points"
+        f"1 points override on a Canvas assignment worth 0 points will be 0 (give the "
+        f"assignment points in Canvas first for extra credit): {ada.name}"
     )
     await expect(warnings).to_contain_text(f"so 1 grade will be 0: {grace.name}")
     await page.get_by_role("button", name="Go back").click()
@@ -593,7 +595,9 @@ async def test_a_class_canvas_refuses_is_explained_once_and_cannot_be_selected(
 
     refusal = page.locator('[data-role="refusal"]')
     await expect(refusal).to_have_count(1)
-    await expect(refusal).to_contain_text("concluded")
+    await expect(refusal).to_contain_text("The Canvas course has concluded")
+    told = await page.locator("#passback-panel").inner_text()
+    assert told.count("The Canvas course has concluded") == 1, "once per class"
     for student in classroom.students:
         await expect(page.get_by_label(f"Send {student.name}")).to_be_disabled()
     await expect(page.get_by_role("button", name=SEND)).to_be_disabled()

@@ -44,7 +44,8 @@
   // --- Exact decimals ------------------------------------------------------------------------
   // "Will send" must be what the service will send, to the cent. This mirrors
   // app/grading/score.py: exact rationals (BigInt numerator/denominator), rounded half up to
-  // hundredths only at the end; points overrides go out as typed; 0 Canvas points give 0.
+  // hundredths only at the end; points overrides go out as typed; 0 Canvas points give 0
+// (a points override too).
 
   const ZERO = { n: 0n, d: 1n };
   const ONE = { n: 1n, d: 1n };
@@ -238,10 +239,10 @@
     // The Canvas score a send would give this row now (exact), or null when it cannot be told.
     const override = overrideOf(row);
     if (override && override.invalid) return null;
-    if (override && override.points) return override.points;
     const points = exact(row.canvas_points);
+    if (points !== null && isZero(points)) return ZERO; // any percentage of zero, points too
+    if (override && override.points) return override.points;
     if (points === null) return null;
-    if (isZero(points)) return ZERO;
     let fraction;
     if (override && override.percent) fraction = over(override.percent, HUNDRED);
     else if (state.mode === "complete_incomplete") fraction = completeOf(row) ? ONE : ZERO;
@@ -424,7 +425,10 @@
     all.indeterminate = chosen.length > 0 && chosen.length < pickable.length;
     const title = classNameOf(group);
     const course = group.course_title && group.course_title !== title ? `Canvas course: ${group.course_title}` : null;
-    const problems = (group.lineitems || []).filter((item) => item.problem_message);
+    // A refusal is told once, in the teacher's words, with the platform's own beside it.
+    const refusedBy = (item) => group.refusal && item.problem_code === group.refusal.code;
+    const problems = (group.lineitems || []).filter((item) => item.problem_message && !refusedBy(item));
+    const platformWords = (group.lineitems || []).find((item) => refusedBy(item) && item.problem_message);
     return el(
       "section",
       { className: "class-block", "data-class-id": group.class_id, "aria-labelledby": `class-title-${index}` },
@@ -436,7 +440,13 @@
         el("label", { for: `class-${index}`, className: "inline" }, all, ` Send the whole class (${pickable.length})`),
       ),
       group.refusal
-        ? el("p", { className: "refusal", "data-role": "refusal", role: "note" }, el("strong", { text: "Canvas will not take grades for this class: " }), group.refusal.message)
+        ? el(
+            "p",
+            { className: "refusal", "data-role": "refusal", role: "note" },
+            el("strong", { text: "Canvas will not take grades for this class: " }),
+            group.refusal.message,
+            platformWords ? el("span", { className: "platform-words", text: ` Canvas said: “${platformWords.problem_message}”` }) : null,
+          )
         : null,
       ...problems.map((item) => el("p", { className: "class-problem", text: item.problem_message })),
       el(
@@ -489,13 +499,18 @@
     panel.hidden = false;
     const byClass = new Map(preview.classes.map((group) => [group.class_id, group]));
     const warnings = byId("warnings");
+    // A class's refusal is told in its own block, not again here.
+    const shown = preview.warnings.filter((warning) => {
+      const group = warning.class_id ? byClass.get(warning.class_id) : null;
+      return !(group && group.refusal && group.refusal.code === warning.code);
+    });
     byId("warning-list").replaceChildren(
-      ...preview.warnings.map((warning) => {
+      ...shown.map((warning) => {
         const group = warning.class_id ? byClass.get(warning.class_id) : null;
         return el("li", { text: group ? `${classNameOf(group)}: ${warning.message}` : warning.message });
       }),
     );
-    warnings.hidden = preview.warnings.length === 0;
+    warnings.hidden = shown.length === 0;
     if (preview.classes.length === 0) {
       classesBox.replaceChildren(el("p", { className: "notice", text: "No student has opened this formative yet." }));
     } else {
@@ -704,7 +719,7 @@
       const points = exact(row.canvas_points);
       return override && override.points && points !== null && isZero(points);
     });
-    add(zeroPoints, `${plural(zeroPoints.length, "points override")} on a Canvas assignment worth 0 points: Canvas shows them as extra credit`);
+    add(zeroPoints, `${plural(zeroPoints.length, "points override")} on a Canvas assignment worth 0 points will be 0 (give the assignment points in Canvas first for extra credit)`);
     const zeroGrades = chosen.filter((row) => {
       const points = exact(row.canvas_points);
       return points !== null && isZero(points) && !zeroPoints.includes(row);
