@@ -206,10 +206,6 @@
     );
   }
 
-  function defaultSelected(row) {
-    return row.default_selected === undefined ? row.sendable : row.default_selected;
-  }
-
   // --- What a row would send -----------------------------------------------------------------
 
   function completeOf(row) {
@@ -370,7 +366,7 @@
 
   function canvasNowCell(row) {
     const cell = el("td", { className: "num score", "data-role": "canvas-now", "data-label": "In Canvas now" });
-    const stateOf = row.canvas_now_state || "unknown";
+    const stateOf = row.canvas_now_state;
     if (stateOf === "read") cell.textContent = number(row.canvas_now);
     else if (stateOf === "none") cell.textContent = "No grade";
     else cell.append(el("span", { className: "unknown", title: "Canvas did not let this page read the grade", text: "Unknown" }));
@@ -475,7 +471,7 @@
 
   function renderEmptyState(preview) {
     const blocks = preview.classes.map((group) => {
-      const waiting = group.rows.filter((row) => row.launched === false || row.launched === undefined);
+      const waiting = group.rows.filter((row) => !row.launched);
       return el(
         "div",
         { className: "waiting", "data-class-id": group.class_id },
@@ -588,7 +584,7 @@
       if (!state.touched) {
         state.selected = new Set(
           preview.classes.flatMap((group) =>
-            group.rows.filter((row) => selectable(row, group) && defaultSelected(row)).map((row) => row.student_id),
+            group.rows.filter((row) => selectable(row, group) && row.default_selected).map((row) => row.student_id),
           ),
         );
       }
