@@ -370,6 +370,32 @@ async def test_enter_in_an_override_box_sends_nothing(
     assert await classroom.gradebook_score(ada.student_id) is None
 
 
+async def test_an_override_the_service_would_refuse_is_marked_and_blocks_sending(
+    service: ServiceProcess,
+    api: httpx.AsyncClient,
+    page: Page,
+    sandbox: RunningSandbox,
+    tool_keys_dir: Path,
+) -> None:
+    classroom = await classroom_of(api, sandbox, tool_keys_dir, "Ada Lovelace", points=20)
+    (ada,) = classroom.students
+    await classroom.launch(ada.student_id)
+    await classroom.work(ada.student_id, "8")
+    await open_page(page, service, classroom)
+
+    override = page.get_by_label(f"Override for {ada.name}")
+    await override.fill("12.345")
+    await page.get_by_label(f"Override unit for {ada.name}").select_option("points")
+
+    await expect(override).to_have_attribute("aria-invalid", "true")
+    await expect(row_of(page, ada.student_id)).to_contain_text("at most 2 decimals")
+    await expect(will_send_of(page, ada.student_id)).to_have_text("—")
+    await expect(page.get_by_role("button", name=SEND)).to_be_disabled()
+    await override.fill("12.34")
+    await expect(override).not_to_have_attribute("aria-invalid", "true")
+    await expect(page.get_by_role("button", name=SEND)).to_be_enabled()
+
+
 async def test_the_confirmation_says_what_goes_where_and_warns_before_anything_is_sent(
     service: ServiceProcess,
     api: httpx.AsyncClient,

@@ -368,7 +368,7 @@
     const cell = el("td", { className: "num score", "data-role": "canvas-now", "data-label": "In Canvas now" });
     const stateOf = row.canvas_now_state;
     if (stateOf === "read") cell.textContent = number(row.canvas_now);
-    else if (stateOf === "none") cell.textContent = "No grade";
+    else if (stateOf === "none") cell.append(el("span", { className: "unknown", text: "No grade" }));
     else cell.append(el("span", { className: "unknown", title: "Canvas did not let this page read the grade", text: "Unknown" }));
     cell.dataset.value = stateOf === "read" ? String(row.canvas_now) : "";
     if (row.changed_in_canvas) {
