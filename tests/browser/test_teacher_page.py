@@ -631,6 +631,51 @@ async def test_a_class_canvas_refuses_is_explained_once_and_cannot_be_selected(
     await screenshot(page, "teacher-passback-refusal")
 
 
+async def test_the_confirmation_names_a_class_canvas_refuses_and_the_others_are_sent(
+    service: ServiceProcess,
+    api: httpx.AsyncClient,
+    page: Page,
+    sandbox: RunningSandbox,
+    tool_keys_dir: Path,
+) -> None:
+    names = ("Ada Lovelace", "Grace Hopper")
+    open_class = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    closed_class = await make_classroom(
+        api,
+        sandbox,
+        ToolKeyring.load(tool_keys_dir),
+        points=20,
+        student_names=("Alan Turing", "Edsger Dijkstra"),
+        formative_id=open_class.formative_id,
+        class_id="c-4",
+    )
+    for number, student in enumerate(closed_class.students, start=3):
+        student.student_id = f"s-{number}"  # Formative's ids are unique across classes
+    for classroom in (open_class, closed_class):
+        for student in classroom.students:
+            await classroom.launch(student.student_id)
+            await classroom.work(student.student_id, "8")
+    await sandbox.admin.set_course_state(closed_class.course_id, "concluded")
+    await open_page(page, service, open_class)
+
+    await expect(page.locator('[data-role="refusal"]')).to_have_count(1)
+    await page.get_by_role("button", name=SEND).click()
+    dialog = page.get_by_role("dialog", name="Send these grades to Canvas?")
+    await expect(dialog.locator("#confirm-summary > li")).to_have_count(2)  # a class, the mode
+    await expect(dialog.locator("#confirm-summary")).to_contain_text("2 grades to")
+    closed_title = page.locator(f'section[data-class-id="{closed_class.class_id}"] h2')
+    await expect(dialog.locator("#confirm-warnings")).to_contain_text(
+        f"Nothing goes to {await closed_title.inner_text()}: The Canvas course has concluded"
+    )
+    await dialog.get_by_role("button", name="Yes, send 2 grades").click()
+
+    await expect(page.locator("#status")).to_contain_text("Done: 2 sent")
+    for student in open_class.students:
+        assert await open_class.gradebook_score(student.student_id) == Decimal("16")
+    for student in closed_class.students:
+        assert await closed_class.gradebook_score(student.student_id) is None
+
+
 async def test_failures_after_a_send_are_told_once_per_cause(
     service: ServiceProcess,
     api: httpx.AsyncClient,

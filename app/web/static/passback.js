@@ -723,11 +723,8 @@
     add(zeroGrades, `The Canvas assignment is worth 0 points, so ${plural(zeroGrades.length, "grade")} will be 0`);
     const unknown = chosen.filter((row) => willSend(row) === null);
     add(unknown, `Canvas's points could not be read for ${plural(unknown.length, "student")}; their grades are worked out when they are delivered`);
-    for (const group of groups()) {
-      const refused = group.rows.filter((row) => row.sendable && group.refusal);
-      if (group.refusal && refused.length) {
-        warnings.push(`Not sent to ${classNameOf(group)}: ${group.refusal.message}`);
-      }
+    for (const group of groups().filter((item) => item.refusal)) {
+      warnings.push(`Nothing goes to ${classNameOf(group)}: ${group.refusal.message}`);
     }
     return warnings;
   }
