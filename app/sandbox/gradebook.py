@@ -106,6 +106,13 @@ class GradeCell:
         return self.score is not None and self.score > self.points_possible
 
     @property
+    def link(self) -> str | None:
+        """The submission's URL when a browser may follow it (http or https only: a tool's
+        `submission_data` is not trusted to be a harmless link)."""
+        url = self.submission.url if self.submission is not None else None
+        return url if url is not None and url.startswith(("https://", "http://")) else None
+
+    @property
     def graded_by_tool(self) -> bool:
         grader = self.submission.grader if self.submission is not None else None
         return grader is not None and grader.startswith("tool:")

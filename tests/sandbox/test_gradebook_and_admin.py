@@ -206,6 +206,21 @@ async def test_gradebook_page_escapes_what_the_platform_was_told(
     assert learner["name"] in read_page(response.text).text()
 
 
+async def test_gradebook_page_links_a_submission_only_when_it_is_a_web_address(
+    sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
+) -> None:
+    first, second, _ = world.students
+    for student, url in ((first, "javascript:alert(1)"), (second, "https://formative.example/r")):
+        extension = {"submission_type": "basic_lti_launch", "submission_data": url}
+        body = score(student.lti_id, 8, 10, extension=extension)
+        assert (await post_score(http, sandbox, world, token, body)).status_code == 200
+
+    response = await http.get(sandbox.url(f"/sandbox/gradebook/courses/{world.course_id}/html"))
+
+    assert "javascript:" not in response.text
+    assert read_page(response.text).links["Open the submission"] == "https://formative.example/r"
+
+
 async def test_sandbox_index_lists_every_course_with_its_gradebook(
     sandbox: RunningSandbox, world: Scenario, http: httpx.AsyncClient
 ) -> None:
