@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     )
     for module in (system, platforms, launches, events, passback, jobs, teach, lti):
         app.include_router(module.router)
+    app.mount(teach.STATIC_PATH, teach.web_assets(), name="teach-static")
     return app
 
 
