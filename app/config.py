@@ -69,6 +69,12 @@ class Settings(BaseSettings):
 
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 30.0
+    http_max_answer_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest answer read from a platform (token, AGS, results, JWKS), in bytes "
+        "once decompressed; a larger one is aborted and treated as an unusable answer.",
+    )
     delivery_deadline_seconds: float = 24 * 3600
     worker_concurrency: int = 64
     worker_poll_interval: float = 0.5
