@@ -354,8 +354,13 @@ class AgsClient:
         return made  # pragma: no cover - the loop returns on its second pass
 
     def _check_url(self, registration: Registration, url: str) -> None:
-        """The SSRF guard; its verdict depends only on the origin, so it is remembered."""
-        parts = urlsplit(url)
+        """The SSRF guard; its verdict depends only on the origin, so it is remembered. A URL
+        httpx would refuse to send (a tab in it, a port out of range) is refused first."""
+        try:
+            httpx.URL(url)
+            parts = urlsplit(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise AgsError(_unusable_url(url, exc)) from exc
         key = (parts.scheme, parts.netloc.lower(), tuple(registration.allowed_hosts))
         if key in self._safe_origins:
             return
@@ -403,10 +408,12 @@ def _unusable_url(url: str, error: Exception) -> Outcome:
 
 
 def _service(build: Callable[[str, str], str], lineitem_url: str, argument: str) -> str:
-    """A service URL built from a line item URL, or AgsError when that URL cannot be one."""
+    """A service URL built from a line item URL, or AgsError when that URL cannot be one
+    (urlsplit would quietly drop a tab that httpx refuses: the line item URL is checked as is)."""
     try:
+        httpx.URL(lineitem_url)
         return build(lineitem_url, argument)
-    except ValueError as exc:
+    except (httpx.InvalidURL, ValueError) as exc:
         raise AgsError(_unusable_url(lineitem_url, exc)) from exc
 
 
