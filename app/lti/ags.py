@@ -42,6 +42,7 @@ from app.lti.outcomes import (
     Action,
     FailureCode,
     Outcome,
+    RetryCode,
     classify_ags_answer,
     classify_transport_error,
     failure,
@@ -135,9 +136,12 @@ T = TypeVar("T")
 
 
 def _is_quickly_retryable(error: BaseException) -> bool:
+    """Transient trouble, tried again at once; not throttling, and not an unusable answer
+    (garbage now is garbage in a second: it waits for the job's backoff)."""
     return (
         isinstance(error, AgsError)
         and error.outcome.action is Action.retry
+        and error.outcome.code != RetryCode.invalid_answer
         and not error.outcome.throttled
         and error.outcome.retry_after is None
     )
@@ -425,11 +429,14 @@ def _read(
     response: httpx.Response,
     argument: str,
     what: str,
-    exchanges: Sequence[Exchange],
+    exchanges: list[Exchange],
 ) -> A:
-    """What a 2xx answer holds, or AgsError(invalid_answer) when it cannot be used."""
+    """What a 2xx answer holds, or AgsError(invalid_answer) when it cannot be used (the
+    last exchange, the answer's, is then recorded as invalid_answer, not as a success)."""
     try:
         return reader(response.text, argument)
     except ValueError as exc:
         outcome = invalid_answer(response.status_code, f"{what} answer unusable: {exc}")
+        last = exchanges[-1]
+        exchanges[-1] = Exchange(outcome, last.started_at, last.finished_at)
         raise AgsError(outcome, exchanges) from exc

@@ -33,6 +33,7 @@ from app.lti.outcomes import (
     Action,
     FailureCode,
     Outcome,
+    RetryCode,
     classify_token_answer,
     classify_transport_error,
     failure,
@@ -291,9 +292,11 @@ def _expires_in(value: object) -> int:
 
 
 def _worth_retrying_now(error: BaseException) -> bool:
-    """Transient token endpoint trouble is retried at once; throttling is not (it would worsen)."""
+    """Transient token endpoint trouble is retried at once; throttling is not (it would
+    worsen), nor an unusable answer (it waits for the job's backoff)."""
     return (
         isinstance(error, TokenError)
         and error.outcome.action is Action.retry
+        and error.outcome.code != RetryCode.invalid_answer
         and not error.outcome.throttled
     )

@@ -64,7 +64,7 @@ async def test_a_garbage_answer_is_an_outcome_not_a_crash(
         )
     assert raised.value.code == expected_codes()[platform.kind]
     assert raised.value.outcome.message
-    assert peak_rss_mb() - peak_before < 100  # a 300 MB (or 64 MB unzipped) body never read
+    assert peak_rss_mb() - peak_before < 100  # a 300 MB (or 16 MB unzipped) body never read
 
 
 @pytest.mark.parametrize("garbage", ["score_error_deep"], indirect=True)

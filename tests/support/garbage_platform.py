@@ -4,16 +4,25 @@ or not at all), everything else as a plain platform would.
 
     platform = GarbagePlatform("points_1e400")
     async with platform.running() as base_url: ...   # token at {base_url}/token
+
+`running(in_process=False)` serves it from a process of its own (uvicorn), so that making
+garbage costs the test process nothing: for soaks that compare rates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from tests.support.sandbox import LoopbackServer
@@ -58,8 +67,8 @@ KINDS = (*TOKEN_KINDS, *LINE_ITEM_KINDS, *STREAM_KINDS, "score_error_deep", "han
 
 @cache
 def gzip_bomb() -> bytes:
-    """64 MB of zeros, gzip-compressed to about 64 kB."""
-    return gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    """16 MB of zeros (four times the cap), gzip-compressed to about 16 kB."""
+    return gzip.compress(b"\0" * (16 * 1024 * 1024))
 
 
 class GarbagePlatform:
@@ -72,7 +81,11 @@ class GarbagePlatform:
         self.calls: Counter[str] = Counter()
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[str]:
+    async def running(self, *, in_process: bool = True) -> AsyncIterator[str]:
+        if not in_process:
+            async with _in_a_process(self.kind) as base_url:
+                yield base_url
+            return
         server = LoopbackServer()
         await asyncio.to_thread(server.start, self)
         try:
@@ -165,3 +178,41 @@ def expected_codes() -> dict[str, str]:
     codes["score_error_deep"] = "platform_error"
     codes["hang"] = "timeout"
     return codes
+
+
+KIND_VARIABLE = "PASSBACK_GARBAGE_KIND"
+REPO = Path(__file__).resolve().parents[2]
+START_SECONDS = 30.0
+
+
+def from_environment() -> GarbagePlatform:
+    """The app of a garbage platform process (uvicorn --factory)."""
+    return GarbagePlatform(os.environ[KIND_VARIABLE])
+
+
+@asynccontextmanager
+async def _in_a_process(kind: str) -> AsyncIterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:from_environment",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "critical",
+        "--timeout-graceful-shutdown", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, KIND_VARIABLE: kind})
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the {kind} garbage platform did not start") from None
+                await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.kill()
+        process.wait()
