@@ -15,6 +15,8 @@ import httpx
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from app.lti.http import json_document
+
 
 class JwksUnavailableError(Exception):
     """The JWKS could not be fetched or parsed."""
@@ -63,7 +65,7 @@ class JwksCache:
         try:
             response = await self._http.get(url, headers={"Accept": "application/json"})
             response.raise_for_status()
-            document = response.json()
+            document = json_document(response.text)  # ValueError for any garbage
             key_set = KeySet.import_key_set(document)
         except (httpx.HTTPError, ValueError, JoseError, TypeError, KeyError) as exc:
             raise JwksUnavailableError(f"cannot load JWKS from {url}: {exc}") from exc

@@ -17,6 +17,9 @@ from app.context import AppContext
 from app.lti.ags import AgsError
 from app.lti.ags_documents import Score
 from app.lti.http import AnswerTooLarge, CappedTransport, json_document
+from app.lti.jwks import JwksUnavailableError
+from app.manual.preview import canvas_line_item_reader
+from app.store.models import Platform
 from tests.support.garbage_platform import (
     LINE_ITEM_KINDS,
     STREAM_KINDS,
@@ -134,3 +137,28 @@ async def test_answers_past_the_cap_are_aborted_whatever_their_encoding() -> Non
 def test_json_that_cannot_be_used_is_a_value_error(text: str) -> None:
     with pytest.raises(ValueError):
         json_document(text)
+
+
+@pytest.mark.parametrize("garbage", ["points_1e400", "line_item_huge"], indirect=True)
+async def test_the_teacher_preview_reads_a_garbage_line_item_as_unreadable(
+    lti_context: AppContext, garbage: tuple[GarbagePlatform, str]
+) -> None:
+    _, base_url = garbage
+    reader = canvas_line_item_reader(lti_context)
+    registered = Platform(
+        id="garbage",
+        client_id="client",
+        token_url=f"{base_url}/token",
+        allowed_hosts=["127.0.0.1"],
+    )
+    read = await reader(registered, f"{base_url}/lineitems/1")
+    assert (read.points, read.problem) == (None, "invalid_answer")
+
+
+@pytest.mark.parametrize("garbage", ["line_item_huge", "line_item_deep"], indirect=True)
+async def test_a_garbage_jwks_answer_is_unavailable_not_a_crash(
+    lti_context: AppContext, garbage: tuple[GarbagePlatform, str]
+) -> None:
+    _, base_url = garbage
+    with pytest.raises(JwksUnavailableError):
+        await lti_context.jwks.key_set(f"{base_url}/jwks")
