@@ -232,6 +232,8 @@ def parse_json_exactly(body: bytes) -> Any:
         return _EXACT_JSON.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJsonError(str(exc)) from exc
+    except RecursionError as exc:  # nested deeper than the decoder's stack allows
+        raise MalformedJsonError("the JSON is nested too deeply") from exc
 
 
 # ---------------------------------------------------------------------------------------------

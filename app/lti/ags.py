@@ -35,6 +35,7 @@ from app.lti.ags_documents import (
     line_items_of,
     parse_link_header,
     result_of,
+    results_of,
     results_url,
     score_payload,
 )
@@ -234,6 +235,47 @@ class AgsClient:
             return ResultRead(result, tuple(exchanges))
 
         return await self._quickly_retried(read_once)
+
+    async def read_results(
+        self,
+        registration: Registration,
+        lineitem_url: str,
+        *,
+        scopes: Sequence[str] = DELIVERY_SCOPES,
+        gate: RequestGate = UNGATED,
+    ) -> list[Result]:
+        """Every student's result on the line item: `GET {lineitem}/results`, following
+        `Link: rel=next` pages (one paged read for a whole class).
+
+        Raises AgsError when it cannot be read (the key lacks `result.readonly`: code
+        `scope_not_granted`; refused; unusable).
+        """
+        results: list[Result] = []
+        url: str | None = _service(service_url, lineitem_url, "results")
+        seen: set[str] = set()
+        while url is not None and url not in seen and len(seen) < MAX_PAGES:
+            seen.add(url)
+
+            async def read_page(page_url: str = url) -> tuple[list[Result], str | None]:
+                made = await self._exchange(
+                    registration,
+                    scopes,
+                    "GET",
+                    page_url,
+                    accept=MEDIA_RESULT_CONTAINER,
+                    gate=gate,
+                    needs=SCOPE_RESULT_READONLY,
+                )
+                exchanges = [exchange for exchange, _ in made]
+                final, response = made[-1]
+                if final.outcome.action is not Action.delivered or response is None:
+                    raise AgsError(final.outcome, exchanges)
+                following = parse_link_header(response.headers.get("link")).get("next")
+                return _read(results_of, response, "", "results", exchanges), following
+
+            page, url = await self._quickly_retried(read_page)
+            results.extend(page)
+        return results
 
     async def _quickly_retried(self, read_once: Callable[[], Awaitable[T]]) -> T:
         """A read, tried again at once after a transient failure (not after throttling)."""

@@ -201,3 +201,27 @@ def result_of(text: str, user_id: str) -> Result | None:
             submission=MappingProxyType(dict(extension) if isinstance(extension, dict) else {}),
         )
     return None
+
+
+def results_of(text: str, _url: str = "") -> list[Result]:
+    """Every result of a results container page."""
+    document = _document(text)
+    if not isinstance(document, list):
+        raise ValueError("a result container is a JSON array")
+    results = []
+    for item in document:
+        if not isinstance(item, dict):
+            raise ValueError("a result is a JSON object")
+        user_id = item.get("userId")
+        if not isinstance(user_id, str | int) or isinstance(user_id, bool):
+            raise ValueError("a result's userId is missing")
+        extension = item.get(CANVAS_SUBMISSION_EXTENSION)
+        results.append(
+            Result(
+                user_id=str(user_id),
+                score=_number(item.get("resultScore"), "resultScore"),
+                maximum=_number(item.get("resultMaximum"), "resultMaximum"),
+                submission=MappingProxyType(dict(extension) if isinstance(extension, dict) else {}),
+            )
+        )
+    return results
