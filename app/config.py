@@ -131,6 +131,12 @@ class Settings(BaseSettings):
 
     http_connect_timeout: float = Field(default=5.0, gt=0)
     http_read_timeout: float = Field(default=30.0, gt=0)
+    http_max_answer_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest answer read from a platform (token, AGS, results, JWKS), in bytes "
+        "once decompressed; a larger one is aborted and treated as an unusable answer.",
+    )
     delivery_deadline_seconds: float = Field(default=24 * 3600, gt=0)
     worker_concurrency: int = Field(default=64, ge=1)
     worker_poll_interval: float = Field(default=0.5, gt=0)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, SharedReads
+from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, SharedReads, TracebackOnce
 from app.delivery.health import DatabaseHealth
 from app.delivery.lanes import Lane, Slots
 from app.delivery.policy import DeliveryPolicy
@@ -130,6 +130,7 @@ class DeliveryEngine:
         self._writer_idle = asyncio.Event()
         self._writer_idle.set()
         self._reads = SharedReads(context.ags)
+        self._tracebacks = TracebackOnce()
         self._runner: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._grace = self.policy.shutdown_grace
@@ -349,6 +350,7 @@ class DeliveryEngine:
             clock=self._context.clock,
             policy=self.policy,
             gate=lane,
+            tracebacks=self._tracebacks,
         )
         lane.jobs += 1
         self.stats.claimed += 1

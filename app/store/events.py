@@ -21,7 +21,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -516,7 +516,7 @@ def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, An
         "formative_id": formative.id,
         "student_id": work.student_id,
         "type": write.type,
-        "occurred_at": write.occurred_at,
+        "occurred_at": _utc(write.occurred_at),
         "decision": write.decision,
         "response_body": body,
         "job_id": job_id,
@@ -533,9 +533,15 @@ def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, An
         "attempt": work.attempt,
         "score": work.score,
         "max_score": work.max_score,
-        "submitted_at": work.submitted_at,
+        "submitted_at": _utc(work.submitted_at),
         "response_url": work.response_url,
     }
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """In UTC: PostgreSQL's text input refuses offsets past ±15:59 that the intake accepts
+    (any offset of a real instant), and the rows go to it as JSON text."""
+    return None if moment is None else moment.astimezone(UTC)
 
 
 async def _record_in_one_statement(
@@ -558,7 +564,12 @@ async def _record_in_one_statement(
         event_rows.append(_event_row(write, answers[write.event_id], job_id))
         if write.job is not None:
             key = pair_key(write.job.lineitem_url, write.job.lti_user_id)
-            job_rows.append({"id": job_id, "pair_key": key, **vars(write.job)})
+            job = write.job
+            times = {
+                "score_timestamp": _utc(job.score_timestamp),
+                "submitted_at": _utc(job.submitted_at),
+            }
+            job_rows.append({"id": job_id, "pair_key": key, **vars(job), **times})
     parameters: dict[str, Any] = {
         "received_at": received_at,
         "events": _json_text(event_rows),

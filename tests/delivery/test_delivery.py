@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.delivery import DeliveryEngine
-from app.lti.ags import CANVAS_SUBMISSION_EXTENSION
+from app.lti.ags_documents import CANVAS_SUBMISSION_EXTENSION
 from app.manual.jobs import retry_job
 from app.store.db import transaction
 from app.store.models import JobKind, JobStatus, Platform

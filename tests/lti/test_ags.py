@@ -15,14 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.lti.ags import (
+from app.lti.ags import AgsError
+from app.lti.ags_documents import (
     CANVAS_SUBMISSION_EXTENSION,
     MEDIA_SCORE,
-    AgsError,
     Score,
     iso_millis,
     parse_link_header,
-    read_line_item,
     results_url,
     score_payload,
 )
@@ -72,7 +71,7 @@ def registration_of(world: World, **changes: object) -> Registration:
 
 
 async def test_reading_a_line_item_gives_the_canvas_points_and_label(world: World) -> None:
-    item = await read_line_item(world.context, world.platform, world.line_item_url)
+    item = await world.context.ags.read_line_item(world.platform, world.line_item_url)
     assert item.points == Decimal(10)
     assert item.label == "Fractions quiz"
     assert item.url == world.line_item_url
@@ -80,14 +79,14 @@ async def test_reading_a_line_item_gives_the_canvas_points_and_label(world: Worl
 
 async def test_points_with_cents_are_read_exactly(world: World) -> None:
     await world.sandbox.admin.set_assignment_points(world.assignment_id, "12.35")
-    item = await read_line_item(world.context, world.platform, world.line_item_url)
+    item = await world.context.ags.read_line_item(world.platform, world.line_item_url)
     assert item.points == Decimal("12.35")
 
 
 async def test_a_deleted_assignment_reads_as_not_linked(world: World) -> None:
     await world.sandbox.admin.delete_assignment(world.assignment_id)
     with pytest.raises(AgsError) as raised:
-        await read_line_item(world.context, world.platform, world.line_item_url)
+        await world.context.ags.read_line_item(world.platform, world.line_item_url)
     assert raised.value.code == "assignment_not_linked"
     assert raised.value.outcome.http_status == 404
 
