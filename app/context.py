@@ -21,6 +21,7 @@ from app.config import Settings
 from app.delivery.wakeup import Wakeup
 from app.intake.events import EventIntake
 from app.lti.ags import AgsClient
+from app.lti.egress import guarded_transport
 from app.lti.jwks import JwksCache
 from app.lti.keys import ToolKeyring
 from app.lti.tokens import TokenCache
@@ -38,7 +39,8 @@ def new_instance_id() -> str:
 def outbound_http_client(
     settings: Settings, *, max_connections: int = 200, verify: ssl.SSLContext | bool = True
 ) -> httpx.AsyncClient:
-    """The one client for calls to platforms: explicit timeouts and connection limits.
+    """The one client for calls to platforms: explicit timeouts and connection limits, and
+    connections only to public addresses unless the host is an insecure host (app/lti/egress).
 
     Pass `verify` (an SSL context) to share one certificate store between clients.
     """
@@ -51,10 +53,9 @@ def outbound_http_client(
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
     return httpx.AsyncClient(
         timeout=timeout,
-        limits=limits,
         follow_redirects=False,
         headers={"User-Agent": "passback"},
-        verify=verify,
+        transport=guarded_transport(settings.insecure_hosts, verify=verify, limits=limits),
     )
 
 
