@@ -5,9 +5,12 @@ stored by earlier releases (which kept the digest of the spelling) still replay.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import update
 
 from app.context import AppContext
@@ -95,3 +98,23 @@ def test_the_event_keeps_its_spelling_while_its_digest_is_by_value() -> None:
 
     assert '"score":"7.0"' in written
     assert value_digest(parsed(spelled("7.0"))) == value_digest(parsed(PLAIN))
+
+
+scores = st.decimals(
+    min_value=Decimal(0), max_value=Decimal("1e17"), places=6, allow_nan=False
+).map(lambda number: number.normalize() if number else Decimal(0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(scores, st.integers(min_value=0, max_value=4))
+def test_every_spelling_of_a_score_has_the_digest_of_its_plain_spelling(
+    score: Decimal, extra_zeros: int
+) -> None:
+    plain = format(score, "f")
+    padded = plain + ("" if "." in plain else ".") + "0" * extra_zeros if extra_zeros else plain
+    scientific = f"{score:E}"
+    digests = {
+        value_digest(parsed(spelled(text, max_score="1e17")))
+        for text in (plain, padded, scientific)
+    }
+    assert len(digests) == 1, (plain, padded, scientific)
