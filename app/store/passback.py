@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app.store.jobs import UnreadableJob, read_jobs
 from app.store.models import (
     Batch,
     Formative,
@@ -102,9 +103,10 @@ async def latest_jobs_by_student(
         select(func.max(PassbackJob.id))
         .where(PassbackJob.formative_id == formative_id)
         .group_by(PassbackJob.student_id)
-        .scalar_subquery()
     )
-    jobs = await session.scalars(select(PassbackJob).where(PassbackJob.id.in_(newest)))
+    # Read by id, tolerantly: a job row that cannot be read back shows as no passback rather
+    # than failing the preview (the delivery engine quarantines it; README runbook).
+    jobs, _unreadable = await read_jobs(session, list(await session.scalars(newest)))
     return {job.student_id: job for job in jobs}
 
 
@@ -152,10 +154,12 @@ async def find_batch_by_key(
 
 
 async def batch_jobs(session: AsyncSession, batch_id: str) -> Sequence[PassbackJob]:
-    result = await session.scalars(
-        select(PassbackJob).where(PassbackJob.batch_id == batch_id).order_by(PassbackJob.id)
+    """The batch's jobs whose rows can be read (an unreadable one is quarantined)."""
+    ids = await session.scalars(
+        select(PassbackJob.id).where(PassbackJob.batch_id == batch_id).order_by(PassbackJob.id)
     )
-    return result.all()
+    jobs, _unreadable = await read_jobs(session, list(ids))
+    return jobs
 
 
 @dataclass(frozen=True)
@@ -167,9 +171,10 @@ class JobFilter:
 
 async def list_jobs(
     session: AsyncSession, where: JobFilter, *, before_id: int | None, limit: int
-) -> Sequence[PassbackJob]:
-    """Jobs newest first (ids only grow), at most `limit`, all older than `before_id` if given."""
-    query = select(PassbackJob).order_by(PassbackJob.id.desc()).limit(limit)
+) -> tuple[list[PassbackJob], list[UnreadableJob]]:
+    """Jobs newest first (ids only grow), at most `limit`, all older than `before_id` if given;
+    and, apart, those of them whose rows cannot be read back."""
+    query = select(PassbackJob.id).order_by(PassbackJob.id.desc()).limit(limit)
     if where.formative_id is not None:
         query = query.where(PassbackJob.formative_id == where.formative_id)
     if where.student_id is not None:
@@ -178,7 +183,7 @@ async def list_jobs(
         query = query.where(PassbackJob.status == where.status)
     if before_id is not None:
         query = query.where(PassbackJob.id < before_id)
-    return (await session.scalars(query)).all()
+    return await read_jobs(session, list(await session.scalars(query)))
 
 
 async def get_job(session: AsyncSession, job_id: int) -> PassbackJob | None:
