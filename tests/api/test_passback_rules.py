@@ -172,6 +172,7 @@ async def context(settings: Settings, clock: TestClock) -> AsyncIterator[AppCont
     """The instance on an emptied database, its clock under the test's control."""
     built = AppContext.build(settings, clock=clock)
     await databases.empty_all_tables(built.engine)
+    await built.load_tool_keys()
     try:
         yield built
     finally:
