@@ -121,10 +121,53 @@ class SkippedStudent(BaseModel):
     message: str
 
 
+class SendWarning(BaseModel):
+    """Something about the queued grades the teacher should know (they were sent anyway)."""
+
+    code: str
+    message: str
+    student_ids: list[str]
+
+
+ABOVE_100_PERCENT = "above_100_percent"
+POINTS_OVERRIDE = "points_override"
+NOT_SUBMITTED = "not_submitted"
+_SEND_WARNINGS = {
+    ABOVE_100_PERCENT: "These grades are above 100 % of the Canvas points (extra credit).",
+    POINTS_OVERRIDE: "These grades are Canvas points as typed: above the assignment's points "
+    "they are extra credit, and on an assignment worth 0 points they become 0 (any "
+    "percentage of zero is zero). The batch shows what Canvas received.",
+    NOT_SUBMITTED: "These students have not submitted their work; their grade was sent anyway.",
+}
+
+
 class SendAnswer(BaseModel):
     batch_id: str
     jobs: list[QueuedStudent]
     skipped: list[SkippedStudent]
+    warnings: list[SendWarning] = Field(
+        default_factory=list,
+        description="About queued grades: above 100 % (`above_100_percent`), points overrides "
+        "(`points_override`: extra credit above the points, 0 on a 0-point assignment), "
+        "students who have not submitted (`not_submitted`).",
+    )
+
+
+def _warnings(request: SendRequest, queued: Sequence[store.RosterEntry]) -> list[SendWarning]:
+    found: dict[str, list[str]] = {code: [] for code in _SEND_WARNINGS}
+    for entry in queued:
+        override = request.overrides.get(entry.student_id)
+        if override is not None and override.percent is not None and override.percent > 100:
+            found[ABOVE_100_PERCENT].append(entry.student_id)
+        if override is not None and override.points is not None:
+            found[POINTS_OVERRIDE].append(entry.student_id)
+        if entry.work is None or not entry.work.submitted:
+            found[NOT_SUBMITTED].append(entry.student_id)
+    return [
+        SendWarning(code=code, message=_SEND_WARNINGS[code], student_ids=student_ids)
+        for code, student_ids in found.items()
+        if student_ids
+    ]
 
 
 @dataclass(frozen=True)
@@ -268,7 +311,9 @@ async def _write_batch(
             deadline=deadline,
         )
         queued.append(QueuedStudent(student_id=student_id, job_id=job.id))
-    answer = SendAnswer(batch_id=batch.id, jobs=queued, skipped=skipped)
+    answer = SendAnswer(
+        batch_id=batch.id, jobs=queued, skipped=skipped, warnings=_warnings(request, sendable)
+    )
     batch.skipped = [item.model_dump() for item in skipped]
     batch.response_body = answer.model_dump_json()
     await session.commit()

@@ -134,6 +134,10 @@ async def test_a_points_override_on_a_zero_point_assignment_sends_zero(
     answer = await send(room, whole_class(room, overrides={"s-1": {"points": "15"}}))
     await deliver_all(context)
 
+    assert [(w["code"], w["student_ids"]) for w in answer["warnings"]] == [
+        ("points_override", ["s-1"])
+    ]
+    assert "become 0" in answer["warnings"][0]["message"]
     assert [warning["code"] for warning in body["warnings"]] == ["canvas_points_zero"]
     assert "points overrides too" in body["warnings"][0]["message"]
     row = rows_of(body)["s-1"]
@@ -151,11 +155,22 @@ async def test_a_points_override_above_the_canvas_points_stays_extra_credit(
     await classroom.launch("s-1")
     await classroom.work("s-1", "7")
 
-    answer = await send(classroom, whole_class(classroom, overrides={"s-1": {"points": "25"}}))
+    await classroom.launch("s-2")
+    await classroom.work("s-2", "4", event_type="started")
+    overrides = {"s-1": {"points": "25"}, "s-2": {"percent": "110"}}
+    answer = await send(classroom, whole_class(classroom, overrides=overrides))
     await deliver_all(context)
 
+    assert {(w["code"], tuple(w["student_ids"])) for w in answer["warnings"]} == {
+        ("points_override", ("s-1",)),
+        ("above_100_percent", ("s-2",)),
+        ("not_submitted", ("s-2",)),
+    }
+    assert await classroom.gradebook_score("s-2") == Decimal(22)
+
     assert await classroom.gradebook_score("s-1") == Decimal(25)
-    (student,) = (await batch(classroom, answer["batch_id"]))["students"]
+    students = (await batch(classroom, answer["batch_id"]))["students"]
+    student = next(row for row in students if row["student_id"] == "s-1")
     assert (as_decimal(student["score_given"]), as_decimal(student["canvas_points"])) == (25, 20)
 
 
