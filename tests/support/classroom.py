@@ -97,12 +97,14 @@ class Classroom:
         license: str = "school_district",
         automatic: bool = False,
         with_submission: bool = True,
+        at: datetime | None = None,
     ) -> dict[str, Any]:
         """Formative reports the student's work: started, submitted, or updated (with the
         submission's time and author unless `with_submission` is False). `automatic`: the
-        formative is auto-graded with automatic passback on."""
+        formative is auto-graded with automatic passback on. `at`: when it happened (now)."""
         student = self.student(student_id)
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = at or datetime.now(UTC)
+        now = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if event_type == "submitted":
             self.submitted_at[student_id] = now
         event: dict[str, Any] = {
