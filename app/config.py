@@ -105,7 +105,9 @@ class Settings(BaseSettings):
     teacher_token_audience: str = "passback"
 
     tool_key_file: Path | None = Field(
-        default=None, description="PEM of the current tool private key; generated when absent."
+        default=None,
+        description="PEM of the current tool private key, managed by the operator (the "
+        "database then holds no keys; an older PEM in tool_key_dir stays published).",
     )
     tool_key_dir: Path | None = Field(
         default=None,
