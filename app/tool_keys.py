@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import secrets
 from base64 import urlsafe_b64encode
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -152,21 +153,25 @@ async def rotate_keys(
     return await load_keys(sessions, kek, keys_dir=keys_dir, now=now, make_key=make_key)
 
 
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a one-connection engine, for the command line and the start-up check."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        yield create_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
 async def prepare_tool_keys(settings: Settings) -> list[ToolKey]:
     """What an instance will sign with, read (or first written) before it starts serving, so a
     missing or wrong key-encryption key stops the start with one line."""
     if settings.tool_key_file is not None:
-        return list(
-            ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file).published()
-        )
+        keyring = ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
+        return list(keyring.published())
     kek = key_encryption_key(settings)
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
-        return await load_keys(
-            create_session_factory(engine), kek, keys_dir=settings.keys_dir, now=utc_now()
-        )
-    finally:
-        await engine.dispose()
+    async with _database(settings) as sessions:
+        return await load_keys(sessions, kek, keys_dir=settings.keys_dir, now=utc_now())
 
 
 async def rotate_tool_keys(settings: Settings, make_key: KeyMaker = generate_key) -> list[ToolKey]:
@@ -177,14 +182,7 @@ async def rotate_tool_keys(settings: Settings, make_key: KeyMaker = generate_key
             "PEM and keep the old one in PASSBACK_TOOL_KEY_DIR until every instance uses the new"
         )
     kek = key_encryption_key(settings)
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
+    async with _database(settings) as sessions:
         return await rotate_keys(
-            create_session_factory(engine),
-            kek,
-            keys_dir=settings.keys_dir,
-            now=utc_now(),
-            make_key=make_key,
+            sessions, kek, keys_dir=settings.keys_dir, now=utc_now(), make_key=make_key
         )
-    finally:
-        await engine.dispose()

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.auth import ADMIN_KEY, bearer, teacher_headers
-from tests.support.classroom import Classroom, Student
+from tests.support.auth import teacher_headers
+from tests.support.classroom import Classroom, make_classroom
 from tests.support.processes import PASSBACK, ServiceProcess, service_env, start_service
-from tests.support.sandbox import RunningSandbox, run_sandbox
+from tests.support.sandbox import run_sandbox
 
 REFRESH_SECONDS = 0.3
 
@@ -42,39 +42,6 @@ async def start_replica(
     )
     return await start_service(
         env, log_path=tmp_path / f"{name}.log", cwd=home, extra_args=("--no-workers",)
-    )
-
-
-async def class_trusting_jwks_of(
-    api: httpx.AsyncClient, sandbox: RunningSandbox, jwks_url: str
-) -> Classroom:
-    """A course whose developer key fetches the tool's keys from `jwks_url` (as Canvas does
-    on every token request), registered with the service."""
-    world = await sandbox.admin.scenario(tool_jwks_url=jwks_url, points="10", students=["Ada"])
-    registered = await api.post(
-        "/v1/platforms",
-        json={
-            "issuer": world["issuer"],
-            "client_id": world["client_id"],
-            "deployment_ids": [world["deployment_id"]],
-            "token_url": world["token_url"],
-            "jwks_url": world["jwks_url"],
-            "allowed_hosts": ["127.0.0.1"],
-        },
-        headers=bearer(ADMIN_KEY),
-    )
-    assert registered.status_code == 201, registered.text
-    (seeded,) = world["students"]
-    student = Student("s-1", seeded["name"], seeded["user_id"], seeded["lti_id"])
-    return Classroom(
-        api=api,
-        sandbox=sandbox,
-        world=world,
-        platform_id=registered.json()["id"],
-        formative_id="fm-replicas",
-        class_id="c-1",
-        teacher_ids=["t-1"],
-        students=[student],
     )
 
 
@@ -113,8 +80,13 @@ async def test_two_replicas_publish_the_same_jwks_and_canvas_grants_tokens_to_bo
             assert len(jwks_first["keys"]) == 1
 
             # Canvas knows only the first replica's JWKS URL; assertions come from both.
-            classroom = await class_trusting_jwks_of(
-                api_first, sandbox, f"{first.base_url}/.well-known/jwks.json"
+            classroom = await make_classroom(
+                api_first,
+                sandbox,
+                None,
+                tool_jwks_url=f"{first.base_url}/.well-known/jwks.json",
+                student_names=("Ada",),
+                teacher_ids=("t-1",),
             )
             await classroom.launch("s-1")
             await classroom.work("s-1", "7")
