@@ -158,9 +158,39 @@ class Settings(BaseSettings):
         "cost more CPU per event than they save; see bench.ingest.",
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1)
-    public_base_url: str | None = None
+    body_read_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="A request body not received in full this long after its headers is "
+        "answered 408 and its connection closed (slow clients).",
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="Where the service is reached from outside: the JWKS URL given to "
+        "platforms and the base of registration invites.",
+    )
+    tool_launch_url: str | None = Field(
+        default=None,
+        description="Formative's LTI launch URL: target_link_uri and redirect_uris in "
+        "registrations and /lti/canvas.json.",
+    )
+    tool_login_url: str | None = Field(
+        default=None,
+        description="Formative's OIDC login initiation URL, for registrations.",
+    )
+    tool_name: str = Field(default="Formative", description="The tool's name in platforms.")
     log_json: bool = True
     log_level: str = "INFO"
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics wants `Authorization: Bearer <this token>`.",
+    )
+    retention_days: int = Field(
+        default=180,
+        ge=1,
+        description="Finished jobs (delivered, superseded, failed) and submission events "
+        "older than this are removed by `passback prune` (see app/store/retention.py).",
+    )
 
     @model_validator(mode="after")
     def _default_database_in_var_dir(self) -> Settings:
@@ -183,7 +213,9 @@ class Settings(BaseSettings):
             raise ValueError(f"unsupported database (expected {expected})")
         return value
 
-    @field_validator("teacher_token_jwks_url", "public_base_url")
+    @field_validator(
+        "teacher_token_jwks_url", "public_base_url", "tool_launch_url", "tool_login_url"
+    )
     @classmethod
     def _check_urls(cls, value: str | None) -> str | None:
         return _check_http_url(value)

@@ -28,12 +28,18 @@ from app.lti.jwks import JwksCache
 from app.lti.keys import ToolKeyring
 from app.lti.tokens import TokenCache
 from app.metrics import Metrics
-from app.store.db import create_engine, create_session_factory
+from app.refresh import Refreshed
+from app.store import stats
+from app.store.db import create_engine, create_session_factory, schema_revision
 from app.tool_keys import key_encryption_key, load_keys, refresh_keyring
 
 log = logging.getLogger("passback.keys")
 
 AGS_HTTP_CLIENTS = 16
+QUEUE_FIGURES_MAX_AGE_SECONDS = 5.0
+"""`/metrics` reads the queue (a GROUP BY over the jobs) at most this often per instance."""
+READINESS_MAX_AGE_SECONDS = 1.0
+READINESS_TIMEOUT_SECONDS = 3.0
 AGS_CONNECTIONS_PER_CLIENT = 16
 
 
@@ -88,6 +94,10 @@ class AppContext:
     events: EventIntake = field(init=False)
     """Submission events in, written in batches."""
     _following_keys: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    queue_figures: Refreshed[stats.QueueFigures] = field(init=False)
+    """The queue figures of `/metrics`, read at most every few seconds, one read in flight."""
+    schema_at: Refreshed[str | None] = field(init=False)
+    """`/readyz`'s database check (the schema revision): at most once a second."""
 
     def __post_init__(self) -> None:
         insecure_hosts = self.settings.insecure_hosts
@@ -118,6 +128,16 @@ class AppContext:
             batches_in_flight=self.settings.intake_batches_in_flight if concurrent_writes else 1,
             overlap_from=self.settings.intake_overlap_from,
         )
+        self.queue_figures = Refreshed(self._read_queue, max_age=QUEUE_FIGURES_MAX_AGE_SECONDS)
+        self.schema_at = Refreshed(self._read_schema, max_age=READINESS_MAX_AGE_SECONDS)
+
+    async def _read_queue(self) -> stats.QueueFigures:
+        async with self.sessions() as session:
+            return await stats.queue_figures(session)
+
+    async def _read_schema(self) -> str | None:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            return await schema_revision(self.engine)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock = utc_now) -> AppContext:

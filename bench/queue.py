@@ -110,7 +110,7 @@ async def claim_milliseconds(context: AppContext, platform: Platform) -> float:
                 limit=CLAIM_BATCH,
             )
             timings.append((time.perf_counter() - started) * 1000)
-            assert len(claimed) == CLAIM_BATCH, len(claimed)
+            assert len(claimed.jobs) == CLAIM_BATCH, len(claimed.jobs)
             await session.rollback()
     return statistics.median(timings)
 

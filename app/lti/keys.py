@@ -10,7 +10,6 @@ releases kept in `var/keys`; they are imported into the database on its first st
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from joserfc.jwk import RSAKey
+
+from app.files import write_private_file
 
 KEY_PREFIX = "tool-"
 KEY_BITS = 2048
@@ -76,13 +77,9 @@ def keys_in_folder(keys_dir: Path) -> list[ToolKey]:
 
 def write_new_key(keys_dir: Path, now: datetime | None = None) -> Path:
     """Generate a 2048-bit RSA key into `keys_dir` (mode 0600) and return its path."""
-    keys_dir.mkdir(parents=True, exist_ok=True)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%f")
     path = keys_dir / f"{KEY_PREFIX}{stamp}.pem"
-    pem = generate_key().private_pem()
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
+    write_private_file(path, generate_key().private_pem())
     return path
 
 

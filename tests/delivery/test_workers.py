@@ -136,14 +136,16 @@ async def test_a_job_leased_by_a_dead_worker_is_delivered_by_another(
 ) -> None:
     job_id = await world.enqueue(world.students[0])
     async with transaction(world.context.sessions) as session:
-        [claimed] = await job_store.claim_jobs(
-            session,
-            platform_id=world.platform.id,
-            owner="worker-that-dies",
-            now=world.clock(),
-            lease=timedelta(seconds=60),
-            limit=10,
-        )
+        [claimed] = (
+            await job_store.claim_jobs(
+                session,
+                platform_id=world.platform.id,
+                owner="worker-that-dies",
+                now=world.clock(),
+                lease=timedelta(seconds=60),
+                limit=10,
+            )
+        ).jobs
     assert claimed.id == job_id
 
     await engine.drain()
