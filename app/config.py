@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import json
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -252,7 +251,7 @@ class Settings(BaseSettings):
             return [host.strip() for host in value.split(",") if host.strip()]
         return value
 
-    @cached_property
+    @property
     def keys_dir(self) -> Path:
         return self.tool_key_dir or self.var_dir / "keys"
 

@@ -96,7 +96,11 @@ async def _first_keys(
 ) -> None:
     """Write a database's first keys (those of `keys_dir`, else a new one), unless another
     instance did so first."""
-    imported = {key.kid: key for key in keys_in_folder(keys_dir)}  # oldest first, deduplicated
+    try:
+        found = keys_in_folder(keys_dir)
+    except (OSError, ValueError) as exc:
+        raise ToolKeysError(f"cannot import the tool keys of {keys_dir}: {exc}") from exc
+    imported = {key.kid: key for key in found}  # oldest first, deduplicated
     try:
         async with transaction(sessions) as session:
             await store.lock_for_first_keys(session)
