@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -37,8 +38,8 @@ def run(command: list[str | Path], *, cwd: Path, env: dict[str, str] | None = No
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv holding the locked dependencies and the built wheel; returns its bin/."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from what the Dockerfile's build stage copies: pyproject.toml and app/."""
     work = tmp_path_factory.mktemp("wheel")
     source = work / "src"  # the Dockerfile's build stage copies pyproject.toml and app/ only
     source.mkdir()
@@ -46,7 +47,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "app", source / "app", ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     run([*pip, "wheel", "--no-deps", "--wheel-dir", work / "dist", source], cwd=work)
-    (wheel,) = (work / "dist").glob("passback-*.whl")
+    (built,) = (work / "dist").glob("passback-*.whl")
+    return built
+
+
+def test_the_wheel_holds_every_file_of_the_package_that_is_not_python(wheel: Path) -> None:
+    """Migrations' configuration, templates, static assets: what a non-editable install needs."""
+    data = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "app").rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+    }
+    assert data, "expected alembic.ini at least"
+    with zipfile.ZipFile(wheel) as archive:
+        assert data <= set(archive.namelist())
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv holding the locked dependencies and the built wheel; returns its bin/."""
+    work = tmp_path_factory.mktemp("venv")
     run([sys.executable, "-m", "venv", work / "venv"], cwd=work)
     venv_pip = [work / "venv" / "bin" / "python", "-m", "pip", "--disable-pip-version-check"]
     lock = ROOT / "requirements.lock"
