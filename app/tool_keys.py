@@ -9,7 +9,7 @@ Private keys are sealed with the key-encryption key (app.store.tool_keys). With
 
 from __future__ import annotations
 
-import os
+import contextlib
 import secrets
 from base64 import urlsafe_b64encode
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import utc_now
 from app.config import KEY_ENCRYPTION_KEY_BYTES, Settings, decode_key_encryption_key
+from app.files import write_private_file
 from app.lti.keys import (
     PUBLISHED_PREVIOUS_KEYS,
     ToolKey,
@@ -54,15 +55,9 @@ def key_encryption_key(settings: Settings) -> bytes:
 
 def _development_key_encryption_key(path: Path) -> bytes:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         encoded = urlsafe_b64encode(secrets.token_bytes(KEY_ENCRYPTION_KEY_BYTES))
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            pass
-        else:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(encoded + b"\n")
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            write_private_file(path, encoded + b"\n")
     try:
         return decode_key_encryption_key(path.read_text())
     except ValueError as exc:
