@@ -19,7 +19,6 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import pydantic
 import typer
-from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -56,7 +55,7 @@ DEV_KEY_FILE = "dev-api-key"
 
 def _refuse(message: str) -> NoReturn:
     """Stop with one line naming the problem (no traceback) and a non-zero exit."""
-    typer.echo(f"passback: {message}", err=True)
+    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
 
@@ -72,10 +71,7 @@ def _global_options(
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        _refuse(describe_settings_error(exc))
+    return Settings()  # a setting that cannot work: one line by describe_error
 
 
 def _tool_keys(settings: Settings) -> list[ToolKey]:
@@ -445,15 +441,6 @@ def _database_named() -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _setting_errors(exc: pydantic.ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
-        message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"PASSBACK_{field.upper()}: {message}" if field else message)
-    return "invalid setting " + "; ".join(problems)
-
-
 def describe_error(exc: BaseException) -> str | None:
     """The one line a known mistake answers with; None for an unexpected error."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
@@ -464,7 +451,7 @@ def describe_error(exc: BaseException) -> str | None:
     if isinstance(exc, ServiceAnswerError):
         return str(exc)
     if isinstance(exc, pydantic.ValidationError) and exc.title == Settings.__name__:
-        return _setting_errors(exc)
+        return describe_settings_error(exc)
     if isinstance(exc, SettingsError):
         return f"invalid setting: {exc}"
     if isinstance(exc, NoTeacherTokenSecretError | DatabaseNotMigratedError | NoApiKeyError):
