@@ -17,7 +17,6 @@ USED_WITHOUT_AN_IMPORT = {
     "aiosqlite": "SQLAlchemy's sqlite+aiosqlite driver, chosen by the database URL",
     "sniffio": "httpcore looks for it on every request and falls back slowly without it",
     "python-multipart": "FastAPI's form parsing",
-    "fastapi-offline": "its Swagger UI assets are served from its package folder",
 }
 
 
