@@ -14,16 +14,17 @@ import secrets
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import pydantic
 import typer
+from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from app.config import ApiKeySetting, Settings
+from app.config import ApiKeySetting, Settings, describe_settings_error
 from app.demo import ServiceAnswerError
 from app.development import (
     DEFAULT_TEACHER_TOKEN_TTL_SECONDS,
@@ -33,9 +34,11 @@ from app.development import (
     teacher_token_secret,
     with_development_teacher_secret,
 )
+from app.files import write_private_file
 from app.logs import configure_logging
-from app.lti.keys import ToolKeyring, rotate
+from app.lti.keys import ToolKey
 from app.store.migrate import upgrade_to_head
+from app.tool_keys import ToolKeysError, prepare_tool_keys, rotate_tool_keys
 
 # Plain click help (no rich panels): flags show no `<bool>`, and `--debug` tracebacks are
 # Python's own, without rich's dump of local variables (settings hold secrets).
@@ -51,6 +54,12 @@ cli.add_typer(platforms_cli, name="platforms")
 DEV_KEY_FILE = "dev-api-key"
 
 
+def _refuse(message: str) -> NoReturn:
+    """Stop with one line naming the problem (no traceback) and a non-zero exit."""
+    typer.echo(f"passback: {message}", err=True)
+    raise typer.Exit(2)
+
+
 @cli.callback()
 def _global_options(
     debug: Annotated[
@@ -63,7 +72,18 @@ def _global_options(
 
 
 def _settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        _refuse(describe_settings_error(exc))
+
+
+def _tool_keys(settings: Settings) -> list[ToolKey]:
+    """The keys this instance will sign with (current first), or a one-line refusal."""
+    try:
+        return asyncio.run(prepare_tool_keys(settings))
+    except ToolKeysError as exc:
+        _refuse(str(exc))
 
 
 def development_api_key(settings: Settings) -> str:
@@ -71,10 +91,8 @@ def development_api_key(settings: Settings) -> str:
     path = settings.var_dir / DEV_KEY_FILE
     if path.exists():
         return path.read_text().strip()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
     key = "dev-" + secrets.token_urlsafe(24)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    write_private_file(path, (key + "\n").encode())
     return key
 
 
@@ -119,8 +137,11 @@ def serve(
 ) -> None:
     """Run the API (and, by default, delivery workers) after migrating the database."""
     settings = _settings()
+    if refusal := settings.refusal_to_serve():
+        _refuse(refusal)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     upgrade_to_head(settings.database_url)
+    _tool_keys(settings)
     settings, dev_key = _with_development_key(settings)
     if dev_key is not None:  # development mode: teacher tokens of `passback teacher-token` work
         settings = with_development_teacher_secret(settings)
@@ -145,7 +166,10 @@ def worker(
 ) -> None:
     """Run delivery workers only (no HTTP API), so API and workers scale separately."""
     settings = _settings()
+    if refusal := settings.refusal_to_sign():
+        _refuse(refusal)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    _tool_keys(settings)
     from app.serve import run_workers_only
 
     _run_server(run_workers_only(settings, metrics_host=metrics_host, metrics_port=metrics_port))
@@ -207,21 +231,26 @@ class NoApiKeyError(Exception):
 
 @keys_cli.command("rotate")
 def keys_rotate() -> None:
-    """Make a new current signing key; the old one stays published in the JWKS."""
+    """Make a new current signing key for every instance; the old one stays published."""
     settings = _settings()
-    keyring = rotate(settings.keys_dir)
-    typer.echo(f"current key: {keyring.current.kid}")
-    for key in keyring.previous:
+    try:
+        current, *previous = asyncio.run(rotate_tool_keys(settings))
+    except ToolKeysError as exc:
+        _refuse(str(exc))
+    typer.echo(f"current key: {current.kid}")
+    for key in previous:
         typer.echo(f"still published: {key.kid}")
-    typer.echo("restart running instances to sign with the new key")
+    typer.echo(
+        f"running instances sign with it within {settings.tool_key_refresh_seconds:g} s"
+        " (PASSBACK_TOOL_KEY_REFRESH_SECONDS)"
+    )
 
 
 @keys_cli.command("show")
 def keys_show() -> None:
     """Print the public JWKS (what /.well-known/jwks.json serves)."""
-    settings = _settings()
-    keyring = ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
-    typer.echo(json.dumps(keyring.jwks(), indent=2))
+    keys = _tool_keys(_settings())
+    typer.echo(json.dumps({"keys": [key.public_jwk() for key in keys]}, indent=2))
 
 
 @platforms_cli.command("add")
@@ -269,6 +298,30 @@ def platforms_add(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(json.dumps(platform, indent=2, default=str))
+
+
+@platforms_cli.command("invite")
+def platforms_invite(
+    label: Annotated[
+        str,
+        typer.Option(help="Name of the platform registration it makes (default: the platform's)."),
+    ] = "",
+    ttl: Annotated[
+        str, typer.Option(help="How long the link works: seconds, or a number with m, h or d.")
+    ] = "24h",
+) -> None:
+    """Make a single-use Dynamic Registration link for a platform admin to paste."""
+    from app.install import NotConfiguredError, create_invite_from_cli, parse_duration
+
+    try:
+        url, expires_at = asyncio.run(
+            create_invite_from_cli(_settings(), label=label, ttl=parse_duration(ttl))
+        )
+    except (ValueError, NotConfiguredError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(url)
+    typer.echo(f"single use, valid until {expires_at.isoformat(timespec='seconds')}", err=True)
 
 
 @platforms_cli.command("list")

@@ -23,7 +23,18 @@ from app.store.db import create_engine, create_session_factory
 log = logging.getLogger("passback.serve")
 
 
+KEEP_ALIVE_SECONDS = 5
+"""An idle keep-alive connection is closed after this long."""
+MAX_INCOMPLETE_EVENT_BYTES = 16 * 1024
+"""Request line and headers larger than this are refused (h11; httptools has its own cap)."""
+MAX_CONCURRENCY = 2048
+"""Connections and requests at once beyond which uvicorn answers 503 instead of taking more
+work (a safety valve: the reverse proxy in front should limit far earlier; see the README)."""
+
+
 def _server(app: Any, host: str, port: int) -> uvicorn.Server:
+    """uvicorn with the limits it has. It has no timeout for reading request headers: the
+    reverse proxy in front enforces that; the body read timeout is our middleware's."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -32,6 +43,9 @@ def _server(app: Any, host: str, port: int) -> uvicorn.Server:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=MAX_INCOMPLETE_EVENT_BYTES,
+        limit_concurrency=MAX_CONCURRENCY,
     )
     return uvicorn.Server(config)
 
@@ -124,6 +138,8 @@ async def run_workers_only(
     """Deliver jobs until SIGINT/SIGTERM; then finish or release. With `metrics_port`, serve
     /metrics and /healthz there (app.worker_http), nothing else."""
     context = AppContext.build(settings)
+    await context.load_tool_keys()
+    context.follow_tool_keys()
     engine = DeliveryEngine(context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

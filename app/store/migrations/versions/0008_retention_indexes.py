@@ -1,7 +1,7 @@
 """indexes for pruning finished jobs, old events and old batches (retention)
 
 Revision ID: 0008
-Revises: 0001
+Revises: 0004
 """
 
 from collections.abc import Sequence
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0001"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
