@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
-import pydantic
 import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -55,7 +54,8 @@ DEV_KEY_FILE = "dev-api-key"
 
 
 def _refuse(message: str) -> NoReturn:
-    """Stop with one line naming the problem (no traceback) and a non-zero exit."""
+    """Stop with one line naming the problem (no traceback) and a non-zero exit, in the same
+    form as the errors `main` turns into lines (`describe_error`)."""
     typer.echo(f"passback: {message}", err=True)
     raise typer.Exit(2)
 
@@ -143,7 +143,7 @@ def serve(
     upgrade_to_head(settings.database_url)
     _tool_keys(settings)
     settings, dev_key = _with_development_key(settings)
-    if dev_key is not None:  # development mode: teacher tokens of `passback teacher-token` work
+    if settings.dev_mode:  # teacher tokens of `passback teacher-token` work without a setting
         settings = with_development_teacher_secret(settings)
     settings = settings.model_copy(update={"run_workers": workers})
     from app.serve import run_service
@@ -444,15 +444,6 @@ def _database_named() -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _setting_errors(exc: pydantic.ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
-        message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"PASSBACK_{field.upper()}: {message}" if field else message)
-    return "invalid setting " + "; ".join(problems)
-
-
 def describe_error(exc: BaseException) -> str | None:
     """The one line a known mistake answers with; None for an unexpected error."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
@@ -462,8 +453,8 @@ def describe_error(exc: BaseException) -> str | None:
         return f"{exc.request.url} did not answer in time"
     if isinstance(exc, ServiceAnswerError):
         return str(exc)
-    if isinstance(exc, pydantic.ValidationError) and exc.title == Settings.__name__:
-        return _setting_errors(exc)
+    if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
+        return describe_settings_error(exc)
     if isinstance(exc, SettingsError):
         return f"invalid setting: {exc}"
     if isinstance(exc, NoTeacherTokenSecretError | DatabaseNotMigratedError | NoApiKeyError):
@@ -493,7 +484,7 @@ def main(args: Sequence[str] | None = None) -> None:
         line = describe_error(exc)
         if line is None:
             line = f"unexpected error: {type(exc).__name__}: {exc} (run with --debug to see where)"
-        typer.echo(f"error: {line}", err=True)
+        typer.echo(f"passback: {line}", err=True)
         raise SystemExit(1) from None
 
 

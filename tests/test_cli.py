@@ -43,7 +43,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     line = lines[0]
-    assert line.startswith("error: "), line
+    assert line.startswith("passback: "), line
     for word in words:
         assert word in line, line
     return line

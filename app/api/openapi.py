@@ -55,6 +55,11 @@ TAGS: list[dict[str, str]] = [
         f"`{ACTING_TEACHER_HEADER}`.",
     },
     {
+        "name": "formatives",
+        "description": "What Formative knows of a formative (title, teachers, classes) before "
+        "or besides events. API key with scope `events`.",
+    },
+    {
         "name": "jobs",
         "description": "Every delivery to Canvas with its attempts; retry a failed one. API "
         "key with scope `admin`.",
@@ -63,6 +68,12 @@ TAGS: list[dict[str, str]] = [
         "name": "platforms",
         "description": "The Canvas (or other LTI 1.3) platforms the tool is registered with. "
         "API key with scope `admin`.",
+    },
+    {
+        "name": "lti",
+        "description": "Installing the tool in a platform: the Canvas developer-key JSON "
+        "(public) and LTI Dynamic Registration (opened by the platform from an operator's "
+        "invite).",
     },
     {
         "name": "system",
@@ -92,9 +103,11 @@ ACCESS_BY_TAG = {
     "events": "an API key with scope `events`",
     "launches": "an API key with scope `events`",
     "manual passback": _TEACHER_ACCESS,
+    "formatives": "an API key with scope `events`",
     "jobs": "an API key with scope `admin`",
     "platforms": "an API key with scope `admin`",
     "system": "nothing (public)",
+    "lti": "nothing (public)",
 }
 ACCESS_BY_OPERATION = {
     "readBatch": _TEACHER_ACCESS + "; or an API key with scope `admin`",
@@ -184,11 +197,17 @@ def _fix_responses(operation: dict[str, Any]) -> None:
         responses.setdefault("422", _problem_answer("A field is missing or not valid"))
 
 
-def _state_access(operation: dict[str, Any]) -> None:
+def _access(operation: dict[str, Any]) -> str | None:
+    """Who may call the operation: by its id, else by its most specific tag (a route's own
+    tags come after its router's)."""
     tags = operation.get("tags") or []
-    access = ACCESS_BY_OPERATION.get(operation.get("operationId", "")) or next(
-        (ACCESS_BY_TAG[tag] for tag in tags if tag in ACCESS_BY_TAG), None
+    return ACCESS_BY_OPERATION.get(operation.get("operationId", "")) or next(
+        (ACCESS_BY_TAG[tag] for tag in reversed(tags) if tag in ACCESS_BY_TAG), None
     )
+
+
+def _state_access(operation: dict[str, Any]) -> None:
+    access = _access(operation)
     if access is None:
         return
     operation[REQUIRED_SCOPE_EXTENSION] = access
@@ -202,7 +221,7 @@ def _fix_parameters(operation: dict[str, Any]) -> None:
     for parameter in parameters:
         if not parameter.get("description") and parameter["name"] in PARAMETER_DESCRIPTIONS:
             parameter["description"] = PARAMETER_DESCRIPTIONS[parameter["name"]]
-    if "manual passback" in (operation.get("tags") or []) and not any(
+    if (_access(operation) or "").startswith(_TEACHER_ACCESS) and not any(
         parameter["name"] == ACTING_TEACHER_HEADER for parameter in parameters
     ):
         parameters.append(dict(ACTING_TEACHER_PARAMETER))

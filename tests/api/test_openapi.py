@@ -80,6 +80,7 @@ async def test_operations_have_explicit_ids_tags_with_descriptions_and_stated_ac
     assert "scope `events`" in by_id["submitEvent"][REQUIRED_SCOPE_EXTENSION]
     assert "scope `admin`" in by_id["listJobs"][REQUIRED_SCOPE_EXTENSION]
     assert "teacher token" in by_id["previewPassback"][REQUIRED_SCOPE_EXTENSION]
+    assert "scope `events`" in by_id["putFormative"][REQUIRED_SCOPE_EXTENSION]
 
 
 async def test_headers_and_query_parameters_are_documented(client: httpx.AsyncClient) -> None:

@@ -22,6 +22,7 @@ def _development_env(tmp_path: Path, keys_dir: Path) -> dict[str, str]:
         var_dir=tmp_path / "var",
         keys_dir=keys_dir,
         api_keys=[],
+        dev_mode="true",  # as scripts/start
         log_json="false",
     )
     del env["PASSBACK_TEACHER_TOKEN_SECRET"]  # as scripts/start: a development one is made
