@@ -233,6 +233,7 @@ class NoApiKeyError(Exception):
 def keys_rotate() -> None:
     """Make a new current signing key for every instance; the old one stays published."""
     settings = _settings()
+    _require_migrated(settings)
     try:
         current, *previous = asyncio.run(rotate_tool_keys(settings))
     except ToolKeysError as exc:
@@ -249,7 +250,9 @@ def keys_rotate() -> None:
 @keys_cli.command("show")
 def keys_show() -> None:
     """Print the public JWKS (what /.well-known/jwks.json serves)."""
-    keys = _tool_keys(_settings())
+    settings = _settings()
+    _require_migrated(settings)
+    keys = _tool_keys(settings)
     typer.echo(json.dumps({"keys": [key.public_jwk() for key in keys]}, indent=2))
 
 
@@ -295,7 +298,7 @@ def platforms_add(
     try:
         platform = asyncio.run(register_platform_from_cli(_settings(), body))
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"passback: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(json.dumps(platform, indent=2, default=str))
 
@@ -313,12 +316,14 @@ def platforms_invite(
     """Make a single-use Dynamic Registration link for a platform admin to paste."""
     from app.install import NotConfiguredError, create_invite_from_cli, parse_duration
 
+    settings = _settings()
+    _require_migrated(settings)
     try:
         url, expires_at = asyncio.run(
-            create_invite_from_cli(_settings(), label=label, ttl=parse_duration(ttl))
+            create_invite_from_cli(settings, label=label, ttl=parse_duration(ttl))
         )
     except (ValueError, NotConfiguredError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"passback: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(url)
     typer.echo(f"single use, valid until {expires_at.isoformat(timespec='seconds')}", err=True)

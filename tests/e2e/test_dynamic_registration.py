@@ -362,7 +362,7 @@ async def test_invite_needs_the_public_base_url(installation: Installation) -> N
     assert process.returncode == 2
     assert out == b""
     assert err.decode().strip().splitlines() == [
-        "error: set PASSBACK_PUBLIC_BASE_URL (where platforms reach this service)"
+        "passback: set PASSBACK_PUBLIC_BASE_URL (where platforms reach this service)"
     ]
 
 
