@@ -453,7 +453,8 @@ def describe_error(exc: BaseException) -> str | None:
     """The one line a known mistake answers with; None for an unexpected error."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         where = exc.request.url.copy_with(path="/", query=None)
-        return f"cannot reach {where} ({exc or 'connection refused'}): is the service running?"
+        reason = exc or "connection refused"
+        return f"cannot reach {where} ({reason}): is it running (scripts/start)?"
     if isinstance(exc, httpx.TimeoutException):
         return f"{exc.request.url} did not answer in time"
     if isinstance(exc, ServiceAnswerError):
