@@ -364,7 +364,7 @@ async def test_invite_needs_the_public_base_url(installation: Installation) -> N
     assert process.returncode == 2
     assert out == b""
     assert err.decode().strip().splitlines() == [
-        "error: set PASSBACK_PUBLIC_BASE_URL (where platforms reach this service)"
+        "passback: set PASSBACK_PUBLIC_BASE_URL (where platforms reach this service)"
     ]
 
 
@@ -432,7 +432,7 @@ async def test_invite_refuses_a_lifetime_beyond_thirty_days_in_one_line(
     assert process.returncode == 2
     assert out == b""
     [line] = err.decode().strip().splitlines()
-    assert line.startswith("error: the invite's lifetime must be")
+    assert line.startswith("passback: the invite's lifetime must be")
 
 
 def registration_url(link: str, configuration_url: str) -> str:
