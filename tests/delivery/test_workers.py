@@ -302,7 +302,7 @@ async def test_throttling_shrinks_the_lane_and_every_grade_still_arrives(
 ) -> None:
     world = await make_world(lti_context, sandbox, students=20)
     # Another tool of the same developer key has filled the bucket: Canvas refuses for a while.
-    await sandbox.admin.fill_bucket(f"lti_advantage:{world.client_id}", 650)
+    await sandbox.admin.fill_bucket(sandbox.bucket_key(world.client_id), 650)
     engine = DeliveryEngine(lti_context, policy=quick_policy())
     await world.enqueue_many(world.students)
     await engine.drain()

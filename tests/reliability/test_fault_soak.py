@@ -105,7 +105,7 @@ async def test_grades_get_through_a_canvas_failing_30_percent_of_calls(
 ) -> None:
     world = await make_world(soak_context, canvas, students=STUDENTS)
     await world.enqueue_many(world.students, score=7)
-    await canvas.admin.fill_bucket(f"lti_advantage:{world.client_id}", STORM_LEVEL)
+    await canvas.admin.fill_bucket(canvas.bucket_key(world.client_id), STORM_LEVEL)
     engine = DeliveryEngine(
         soak_context,
         policy=quick_policy(
