@@ -20,7 +20,8 @@ JOBS_PER_REQUEST = 2
 
 @dataclass(frozen=True)
 class LanePolicy:
-    """Requests in flight per platform (AIMD on Canvas's throttle signals).
+    """Requests in flight per bucket group and per host (app.delivery.lanes): AIMD on
+    Canvas's throttle signals for a group, on errors for a host.
 
     Canvas reserves 50 units of a developer key's bucket for each request in flight and
     refuses requests once the bucket reaches its high-water mark (600);
@@ -31,7 +32,8 @@ class LanePolicy:
     bucket can hold at all (an answer may lag what is in flight, so the tightest bound of
     the last moments counts): the lane stays `margin` below that, shrinking at once when
     the bound falls (the bucket filled up: the key's other users, or cost piling up). It
-    halves on 403 throttling and 429, and shrinks by `decrease` on 5xx and timeouts.
+    halves on 403 throttling and 429. A host's own limit shrinks by `decrease` on 5xx,
+    timeouts and connection errors, and grows by one per answer while it holds work back.
     """
 
     initial_limit: float = 4.0
@@ -51,6 +53,28 @@ class LanePolicy:
     """Shortest pause after a refusal (seconds; at least a round trip). It doubles with each
     refused probe, up to `throttle_pause_max`; a Retry-After may lengthen it."""
     throttle_pause_max: float = 10.0
+
+
+@dataclass(frozen=True)
+class GroupingPolicy:
+    """How hosts of a registration are found to share a rate bucket (app.delivery.lanes)."""
+
+    merge_slope: float = 0.6
+    """Link two hosts when, both ways, a host's bucket fills by at least this many
+    reservations per request in flight to the other."""
+    split_slope: float = 0.3
+    """Unlink them when either way it is at most this."""
+    min_samples: float = 12.0
+    """Evidence (weighted answers) a fit needs before it counts."""
+    min_spread: float = 0.5
+    """Variance (requests²) of the other host's load a fit needs: a load that never changes
+    says nothing about what follows it."""
+    keep: float = 0.97
+    """Weight each sample leaves to the earlier ones (a memory of about 30 answers)."""
+    half_life: float = 30.0
+    """Seconds in which evidence loses half its weight, besides `keep`."""
+    evidence_horizon: float = 300.0
+    """Seconds without new evidence after which a pair's fit and link are dropped."""
 
 
 def _equal_jitter(first: float, maximum: float) -> wait_base:
@@ -88,6 +112,7 @@ class DeliveryPolicy:
     database_retry_max: float = 5.0
     """Pauses (seconds) between tries of a background step while the database is away."""
     lanes: LanePolicy = field(default_factory=LanePolicy)
+    grouping: GroupingPolicy = field(default_factory=GroupingPolicy)
 
     @property
     def max_jobs(self) -> int:

@@ -199,8 +199,8 @@ class PassbackJob(Base):
     __table_args__ = (
         # Claiming the next due job walks this index: O(log n) in the queue length.
         Index("ix_passback_jobs_due", "status", "next_attempt_at"),
-        # Per-platform claiming (fair lanes) and finding which platforms have pending work.
-        Index("ix_passback_jobs_platform_due", "status", "platform_id", "next_attempt_at"),
+        # Claiming per lane (a platform's AGS host) and finding which lanes have pending work.
+        Index("ix_passback_jobs_lane_due", "status", "platform_id", "origin", "next_attempt_at"),
         Index("ix_passback_jobs_pair", "pair_key", "status"),
         Index("ix_passback_jobs_formative_student", "formative_id", "student_id"),
         # Automatic passback fires at most once per (student, line item), even under races.
@@ -232,6 +232,8 @@ class PassbackJob(Base):
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True)
     event_id: Mapped[str | None] = mapped_column(String(255))
     lineitem_url: Mapped[str] = mapped_column(String(2048))
+    origin: Mapped[str] = mapped_column(String(2048))
+    """``scheme://host[:port]`` of the line item: the AGS host, whose delivery lane claims it."""
     lti_user_id: Mapped[str] = mapped_column(String(255))
 
     # What to send: the Formative score and maximum, or an override, or complete/incomplete.

@@ -307,7 +307,7 @@ async def test_throttling_shrinks_the_lane_and_every_grade_still_arrives(
     await world.enqueue_many(world.students)
     await engine.drain()
     lane = engine.lane(world.platform.id)
-    assert lane is not None and lane.limit < engine.policy.lanes.initial_limit
+    assert lane is not None and lane.group.limit < engine.policy.lanes.initial_limit
     assert engine.stats.throttled > 0
     await world.settle(engine, rounds=300)
     assert {job.status for job in await world.jobs()} == {JobStatus.delivered}
