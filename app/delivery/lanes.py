@@ -25,16 +25,18 @@ A request takes a host slot, then a group slot, then a shared slot, always in th
 **Learning the groups** (`BucketMap`, one per registration). Every host starts in a group of
 its own. Each answer of host A that carries `X-Rate-Limit-Remaining` (a throttled one counts as
 remaining 0: the bucket was full) tells how many reservations A's bucket holds besides A's own
-requests in flight: y = (mark − remaining) ÷ reservation − (A's requests − 1), where the mark is
-the highest remaining seen. For every other busy host B of the registration the pair (A, B)
-gets the sample (x = B's requests in flight, y). If A and B share a bucket, y rises and falls
-with x one for one (slope 1): "A's remaining moves with B's load", and throttling of A follows
-B's load; if not, y ignores x (slope 0). Each ordered pair keeps a least-squares fit with
-forgetting (`GroupingPolicy.memory` samples; older evidence also fades with time). A pair is
-linked once the fits of both directions say slope ≥ `merge_slope` (with enough samples spread
-over enough values of x), and unlinked when either says ≤ `split_slope` or its evidence is
-older than `evidence_horizon` seconds. Groups are the connected components of linked pairs;
-a new group starts from the most careful limit of the groups it replaces.
+other requests in flight: y = (mark − remaining) ÷ reservation − (A's requests − 1), the mark
+being the highest remaining seen. If A shares its bucket with another host B, y is B's
+requests in flight, x (plus the cost charged, small until the bucket fills); if not, y is
+that cost alone, about 0. So for every other host B with at least `min_load` requests in
+flight, the answer votes "shared" when y ≥ x − `tolerance` (A's remaining moves with B's load;
+A is throttled while B's load fills the bucket) and "separate" when y ≤ `tolerance`; an answer
+with y below −`tolerance` was counted late by a busy event loop and is ignored. Votes fade
+(`GroupingPolicy.keep` per vote, `half_life` in seconds). A pair is linked when the votes of
+both directions say shared (at least `min_votes`, and `ratio` times the others), unlinked when
+either direction's say separate the same way, or when no vote came for `evidence_horizon`
+seconds (the evidence went away). Groups are the connected components of linked pairs; a new
+group starts from the most careful state of the groups it replaces.
 """
 
 from __future__ import annotations
@@ -388,6 +390,8 @@ class HostLane:
         """Jobs of this host under way in the engine."""
         self.dry = False
         """The last claim found less than it asked for; look again after a change."""
+        self.sent = 0
+        """Requests past every slot: sent to the host, or about to be."""
         self.latency = 0.1
         """Smoothed seconds per request: the window between two decreases."""
         self.group = BucketGroup(policy, bucket_map.shared)
@@ -437,9 +441,14 @@ class HostLane:
         await self._slots.acquire()
         try:
             async with self.group.slot():
+                self.sent += 1
                 started = time.monotonic()
-                yield
-                self.latency += LATENCY_SMOOTHING * (time.monotonic() - started - self.latency)
+                try:
+                    yield
+                finally:
+                    self.sent -= 1
+                    elapsed = time.monotonic() - started
+                    self.latency += LATENCY_SMOOTHING * (elapsed - self.latency)
         finally:
             self._slots.release()
 
@@ -472,35 +481,25 @@ class HostLane:
 
 
 @dataclass
-class _Fit:
-    """Least squares of y on x with forgetting: is y (reservations beyond a host's own in its
-    bucket) moving with x (another host's requests in flight)?"""
+class _Votes:
+    """What the answers of one host said about sharing a bucket with another, with
+    forgetting (`keep` per vote, and a half-life in seconds)."""
 
-    weight: float = 0.0
-    x: float = 0.0
-    y: float = 0.0
-    xx: float = 0.0
-    xy: float = 0.0
+    shared: float = 0.0
+    separate: float = 0.0
     at: float = -math.inf
 
-    def add(self, x: float, y: float, now: float, keep: float, half_life: float) -> None:
-        fade = keep * 0.5 ** ((now - self.at) / half_life) if self.weight else 0.0
-        self.weight = self.weight * fade + 1.0
-        self.x = self.x * fade + x
-        self.y = self.y * fade + y
-        self.xx = self.xx * fade + x * x
-        self.xy = self.xy * fade + x * y
+    def add(self, shared: bool, now: float, keep: float, half_life: float) -> None:
+        fade = keep * 0.5 ** ((now - self.at) / half_life) if self.at > -math.inf else 0.0
+        self.shared = self.shared * fade + (1.0 if shared else 0.0)
+        self.separate = self.separate * fade + (0.0 if shared else 1.0)
         self.at = now
 
-    def slope(self, policy: GroupingPolicy) -> float | None:
-        """y's change per request of x, or None while the evidence is too thin."""
-        if self.weight < policy.min_samples:
-            return None
-        mean_x = self.x / self.weight
-        spread = self.xx / self.weight - mean_x * mean_x
-        if spread < policy.min_spread:
-            return None
-        return (self.xy / self.weight - mean_x * self.y / self.weight) / spread
+    def says_shared(self, policy: GroupingPolicy) -> bool:
+        return self.shared >= policy.min_votes and self.shared >= policy.ratio * self.separate
+
+    def says_separate(self, policy: GroupingPolicy) -> bool:
+        return self.separate >= policy.min_votes and self.separate >= policy.ratio * self.shared
 
 
 class BucketMap:
@@ -517,8 +516,8 @@ class BucketMap:
         self.hosts: dict[str, HostLane] = {}
         self._busy: dict[str, HostLane] = {}
         """Hosts with jobs under way: the ones whose load can be told apart."""
-        self._fits: dict[tuple[str, str], _Fit] = {}
-        """(answering host, other host) → the fit of the first's bucket on the second's load."""
+        self._votes: dict[tuple[str, str], _Votes] = {}
+        """(answering host, other host) → what the first's answers said of sharing."""
         self._links: set[frozenset[str]] = set()
         self._mark = -math.inf
         """The highest remaining seen: the bucket's mark as the platform reports it."""
@@ -548,35 +547,42 @@ class BucketMap:
         if len(self._busy) < 2 and not self._links:
             return
         grouping = self.grouping
-        reservation = self.policy.reservation
-        beyond_own = (self._mark - remaining) / reservation - (lane.requests - 1)
+        # Reservations in the bucket beyond this host's own other requests: the others'
+        # requests if they share it (plus the charged cost, small while the bucket is not
+        # full), else that cost alone.
+        beyond_own = (self._mark - remaining) / self.policy.reservation - (lane.sent - 1)
+        if beyond_own < -grouping.tolerance:
+            return  # answers counted late (a busy loop): this one cannot be read
         now = time.monotonic()
         changed = False
         for other in self._busy.values():
-            if other is lane:
+            load = other.sent
+            if other is lane or load < grouping.min_load:
+                continue
+            if beyond_own >= load - grouping.tolerance:
+                shared = True
+            elif beyond_own <= grouping.tolerance:
+                shared = False
+            else:
                 continue
             key = (lane.origin, other.origin)
-            fit = self._fits.get(key)
-            if fit is None:
-                fit = self._fits[key] = _Fit()
-            fit.add(other.requests, beyond_own, now, grouping.keep, grouping.half_life)
+            votes = self._votes.get(key)
+            if votes is None:
+                votes = self._votes[key] = _Votes()
+            votes.add(shared, now, grouping.keep, grouping.half_life)
             changed |= self._judge(lane.origin, other.origin)
         if changed:
             self._regroup()
 
     def _judge(self, first: str, second: str) -> bool:
-        """Link or unlink a pair on the fits of both directions; True if that changed."""
+        """Link or unlink a pair on the votes of both directions; True if that changed."""
         pair = frozenset((first, second))
-        there = self._fits.get((second, first))
-        slopes = (
-            self._fits[(first, second)].slope(self.grouping),
-            None if there is None else there.slope(self.grouping),
-        )
-        linked = pair in self._links
-        if not linked and all(s is not None and s >= self.grouping.merge_slope for s in slopes):
-            self._links.add(pair)
-            return True
-        if linked and any(s is not None and s <= self.grouping.split_slope for s in slopes):
+        ways = [self._votes.get((first, second)), self._votes.get((second, first))]
+        if pair not in self._links:
+            if all(way is not None and way.says_shared(self.grouping) for way in ways):
+                self._links.add(pair)
+                return True
+        elif any(way is not None and way.says_separate(self.grouping) for way in ways):
             self._links.discard(pair)
             return True
         return False
@@ -584,13 +590,13 @@ class BucketMap:
     def forget_stale(self) -> None:
         """Evidence older than the horizon is gone: its links go too (the hosts split)."""
         horizon = time.monotonic() - self.grouping.evidence_horizon
-        stale = [key for key, fit in self._fits.items() if fit.at < horizon]
+        stale = [key for key, votes in self._votes.items() if votes.at < horizon]
         for key in stale:
-            del self._fits[key]
+            del self._votes[key]
         kept = {
             pair
             for pair in self._links
-            if any(key in self._fits for key in (tuple(pair), tuple(reversed(tuple(pair)))))
+            if any(key in self._votes for key in (tuple(pair), tuple(reversed(tuple(pair)))))
         }
         if kept != self._links:
             self._links = kept

@@ -59,18 +59,16 @@ class LanePolicy:
 class GroupingPolicy:
     """How hosts of a registration are found to share a rate bucket (app.delivery.lanes)."""
 
-    merge_slope: float = 0.6
-    """Link two hosts when, both ways, a host's bucket fills by at least this many
-    reservations per request in flight to the other."""
-    split_slope: float = 0.3
-    """Unlink them when either way it is at most this."""
-    min_samples: float = 12.0
-    """Evidence (weighted answers) a fit needs before it counts."""
-    min_spread: float = 0.5
-    """Variance (requests²) of the other host's load a fit needs: a load that never changes
-    says nothing about what follows it."""
+    min_load: int = 2
+    """Requests another host must have in flight for an answer to say anything about it."""
+    tolerance: float = 0.5
+    """Reservations an answer may differ from a hypothesis and still vote for it."""
+    min_votes: float = 8.0
+    """Votes (weighted) a verdict needs."""
+    ratio: float = 3.0
+    """How many times the opposite votes a verdict needs."""
     keep: float = 0.97
-    """Weight each sample leaves to the earlier ones (a memory of about 30 answers)."""
+    """Weight each vote leaves to the earlier ones (a memory of about 30)."""
     half_life: float = 30.0
     """Seconds in which evidence loses half its weight, besides `keep`."""
     evidence_horizon: float = 300.0
