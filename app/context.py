@@ -6,6 +6,9 @@ no module-level state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import socket
 import ssl
 import uuid
@@ -25,9 +28,18 @@ from app.lti.jwks import JwksCache
 from app.lti.keys import ToolKeyring
 from app.lti.tokens import TokenCache
 from app.metrics import Metrics
-from app.store.db import create_engine, create_session_factory
+from app.refresh import Refreshed
+from app.store import stats
+from app.store.db import create_engine, create_session_factory, schema_revision
+from app.tool_keys import key_encryption_key, load_keys, refresh_keyring
+
+log = logging.getLogger("passback.keys")
 
 AGS_HTTP_CLIENTS = 16
+QUEUE_FIGURES_MAX_AGE_SECONDS = 5.0
+"""`/metrics` reads the queue (a GROUP BY over the jobs) at most this often per instance."""
+READINESS_MAX_AGE_SECONDS = 1.0
+READINESS_TIMEOUT_SECONDS = 3.0
 AGS_CONNECTIONS_PER_CLIENT = 16
 
 
@@ -64,6 +76,7 @@ class AppContext:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     keyring: ToolKeyring
+    """The tool's signing keys; empty until `load_tool_keys` (unless from a key file)."""
     http: httpx.AsyncClient
     jwks: JwksCache
     clock: Clock = utc_now
@@ -80,6 +93,11 @@ class AppContext:
     ags: AgsClient = field(init=False)
     events: EventIntake = field(init=False)
     """Submission events in, written in batches."""
+    _following_keys: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    queue_figures: Refreshed[stats.QueueFigures] = field(init=False)
+    """The queue figures of `/metrics`, read at most every few seconds, one read in flight."""
+    schema_at: Refreshed[str | None] = field(init=False)
+    """`/readyz`'s database check (the schema revision): at most once a second."""
 
     def __post_init__(self) -> None:
         insecure_hosts = self.settings.insecure_hosts
@@ -110,12 +128,26 @@ class AppContext:
             batches_in_flight=self.settings.intake_batches_in_flight if concurrent_writes else 1,
             overlap_from=self.settings.intake_overlap_from,
         )
+        self.queue_figures = Refreshed(self._read_queue, max_age=QUEUE_FIGURES_MAX_AGE_SECONDS)
+        self.schema_at = Refreshed(self._read_schema, max_age=READINESS_MAX_AGE_SECONDS)
+
+    async def _read_queue(self) -> stats.QueueFigures:
+        async with self.sessions() as session:
+            return await stats.queue_figures(session)
+
+    async def _read_schema(self) -> str | None:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            return await schema_revision(self.engine)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock = utc_now) -> AppContext:
         engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
         http = outbound_http_client(settings)
-        keyring = ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
+        keyring = (
+            ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
+            if settings.tool_key_file is not None
+            else ToolKeyring()  # from the database: load_tool_keys
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -126,7 +158,40 @@ class AppContext:
             clock=clock,
         )
 
+    async def load_tool_keys(self) -> None:
+        """Read the signing keys from the database (a first start imports `var/keys` or makes
+        one). Raises ToolKeysError (one line) without a usable key-encryption key."""
+        if self.settings.tool_key_file is not None:
+            return
+        keys = await load_keys(
+            self.sessions,
+            key_encryption_key(self.settings),
+            keys_dir=self.settings.keys_dir,
+            now=self.clock(),
+        )
+        self.keyring.replace(keys)
+
+    def follow_tool_keys(self) -> None:
+        """Re-read the keys every `tool_key_refresh_seconds`, so a rotation made through
+        another instance is signed with and published here too (until `close`)."""
+        if self.settings.tool_key_file is None and self._following_keys is None:
+            self._following_keys = asyncio.create_task(self._follow_tool_keys())
+
+    async def _follow_tool_keys(self) -> None:
+        kek = key_encryption_key(self.settings)
+        while True:
+            await asyncio.sleep(self.settings.tool_key_refresh_seconds)
+            try:
+                if await refresh_keyring(self.keyring, self.sessions, kek):
+                    log.info("tool keys changed: signing with %s", self.keyring.current.kid)
+            except Exception as exc:  # the database away for a moment: keep the keys we have
+                log.warning("cannot re-read the tool keys: %s", exc)
+
     async def close(self) -> None:
+        if self._following_keys is not None:
+            self._following_keys.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following_keys
         for client in self.ags_http:
             await client.aclose()
         await self.http.aclose()

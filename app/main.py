@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api import events, jobs, launches, passback, platforms, system, teach
+from app.api import events, jobs, launches, lti, passback, platforms, system, teach
 from app.api.middleware import BodyTooLargeError, RequestContextMiddleware
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers, problem_response
@@ -33,6 +33,9 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = context is None
         app.state.context = context or AppContext.build(settings)
+        if owned:
+            await app.state.context.load_tool_keys()
+            app.state.context.follow_tool_keys()
         workers = DeliveryEngine(app.state.context) if settings.run_workers else None
         if workers is not None:
             await workers.start()
@@ -59,10 +62,11 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_read_timeout_seconds,
         direct_routes={("POST", "/v1/submission-events"): events.submit_event},
         exception_handlers=app.exception_handlers,
     )
-    for module in (system, platforms, launches, events, passback, jobs, teach):
+    for module in (system, platforms, launches, events, passback, jobs, teach, lti):
         app.include_router(module.router)
     return app
 

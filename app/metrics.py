@@ -37,6 +37,11 @@ class Metrics:
             ["status", "code"],
             registry=self.registry,
         )
+        self.jobs_quarantined = Counter(
+            "passback_jobs_quarantined_total",
+            "Job rows set aside because they could not be read back (see the runbook).",
+            registry=self.registry,
+        )
         self.delivery_seconds = Histogram(
             "passback_delivery_seconds",
             "Time from a job's creation to its delivery.",
@@ -96,6 +101,10 @@ class Metrics:
         self.jobs_finished.labels(status=status, code=code or "").inc()
         if status == "delivered":
             self.delivery_seconds.observe(max(0.0, seconds_since_created))
+
+    def job_quarantined(self) -> None:
+        """A claimed job row could not be read and was quarantined."""
+        self.jobs_quarantined.inc()
 
     def token_requested(self, result: str) -> None:
         """`result`: `ok`, or the outcome code of a refused or failed token request."""

@@ -23,7 +23,18 @@ from app.store.db import create_engine, create_session_factory
 log = logging.getLogger("passback.serve")
 
 
+KEEP_ALIVE_SECONDS = 5
+"""An idle keep-alive connection is closed after this long."""
+MAX_INCOMPLETE_EVENT_BYTES = 16 * 1024
+"""Request line and headers larger than this are refused (h11; httptools has its own cap)."""
+MAX_CONCURRENCY = 2048
+"""Connections and requests at once beyond which uvicorn answers 503 instead of taking more
+work (a safety valve: the reverse proxy in front should limit far earlier; see the README)."""
+
+
 def _server(app: Any, host: str, port: int) -> uvicorn.Server:
+    """uvicorn with the limits it has. It has no timeout for reading request headers: the
+    reverse proxy in front enforces that; the body read timeout is our middleware's."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -32,6 +43,9 @@ def _server(app: Any, host: str, port: int) -> uvicorn.Server:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=MAX_INCOMPLETE_EVENT_BYTES,
+        limit_concurrency=MAX_CONCURRENCY,
     )
     return uvicorn.Server(config)
 
@@ -56,18 +70,32 @@ async def register_sandbox_platform(settings: Settings, seed: DemoSeed) -> str:
         await engine.dispose()
 
 
-def _print_welcome(base_url: str, dev_key: str | None, seed: DemoSeed | None) -> None:
+def welcome_lines(base_url: str, dev_key: str | None, seed: DemoSeed | None) -> list[str]:
+    """What a newcomer reads once the service is up: where things are and what to try."""
     lines = [f"passback is up: API {base_url}  docs {base_url}/docs"]
     if dev_key is not None:
         lines.append(f"development API key (every scope): {dev_key}")
     if seed is not None:
         lines += [
             f"sandbox Canvas: {seed.base_url}  (issuer {seed.issuer}, client_id {seed.client_id})",
-            f"sandbox gradebook: {seed.base_url}/sandbox/gradebook/courses/{seed.course_id}/html",
-            f"pass a grade end to end: .venv/bin/passback demo --api {base_url}"
+            f"pass three grades end to end: .venv/bin/passback demo --api {base_url}"
             f" --sandbox-url {seed.base_url}",
+            "  (it prints the sandbox gradebook of the course it makes and the teacher page"
+            " of its formative)",
         ]
-    print("\n".join(lines), flush=True)
+    return lines
+
+
+def _announce(lines: list[str], *, json_lines: bool) -> None:
+    """Plain lines on stdout for a person; with JSON logs, log records like every other line
+    (the development key itself stays out of the log stream)."""
+    if not json_lines:
+        print("\n".join(lines), flush=True)
+        return
+    for line in lines:
+        if line.startswith("development API key"):
+            line = "development API key (every scope) in var/dev-api-key"
+        log.info(line)
 
 
 async def run_service(
@@ -95,7 +123,7 @@ async def run_service(
             break
         await asyncio.sleep(0.05)
     else:
-        _print_welcome(base_url, dev_key, seed)
+        _announce(welcome_lines(base_url, dev_key, seed), json_lines=settings.log_json)
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.should_exit = True
@@ -110,6 +138,8 @@ async def run_workers_only(
     """Deliver jobs until SIGINT/SIGTERM; then finish or release. With `metrics_port`, serve
     /metrics and /healthz there (app.worker_http), nothing else."""
     context = AppContext.build(settings)
+    await context.load_tool_keys()
+    context.follow_tool_keys()
     engine = DeliveryEngine(context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

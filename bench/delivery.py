@@ -243,6 +243,7 @@ async def main(arguments: argparse.Namespace) -> None:
         log_json=False,
     )
     context = AppContext.build(settings)
+    await context.load_tool_keys()
     try:
         await sandbox.wait_ready()
         latency = {"latency_ms": arguments.latency_ms, "rules": []}

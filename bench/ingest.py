@@ -497,6 +497,7 @@ async def main(arguments: argparse.Namespace) -> None:
             ),
             "PASSBACK_RUN_WORKERS": "false",
             "PASSBACK_VAR_DIR": var_dir,
+            "PASSBACK_DEV_MODE": "true",  # its tool keys sealed with a key kept in var_dir
             "PASSBACK_LOG_LEVEL": "WARNING",
             "PASSBACK_DATABASE_POOL_SIZE": str(arguments.pool),
         }

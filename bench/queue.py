@@ -110,7 +110,7 @@ async def claim_milliseconds(context: AppContext, platform: Platform) -> float:
                 limit=CLAIM_BATCH,
             )
             timings.append((time.perf_counter() - started) * 1000)
-            assert len(claimed) == CLAIM_BATCH, len(claimed)
+            assert len(claimed.jobs) == CLAIM_BATCH, len(claimed.jobs)
             await session.rollback()
     return statistics.median(timings)
 
@@ -144,6 +144,7 @@ async def drain_with_worker(
         **os.environ,
         "PASSBACK_DATABASE_URL": settings.database_url,
         "PASSBACK_VAR_DIR": str(settings.var_dir),
+        "PASSBACK_DEV_MODE": "true",  # the tool keys' encryption key kept in var_dir
         "PASSBACK_INSECURE_HOSTS": "127.0.0.1",
         "PASSBACK_LOG_LEVEL": "WARNING",
     }
@@ -177,9 +178,14 @@ async def main(arguments: argparse.Namespace) -> None:
     var_dir = Path(tempfile.mkdtemp(prefix="bench-queue-"))
     write_new_key(var_dir / "keys")
     settings = Settings(
-        database_url=database_url, var_dir=var_dir, insecure_hosts=["127.0.0.1"], log_json=False
+        database_url=database_url,
+        var_dir=var_dir,
+        insecure_hosts=["127.0.0.1"],
+        log_json=False,
+        dev_mode=True,
     )
     context = AppContext.build(settings)
+    await context.load_tool_keys()
     try:
         await sandbox.wait_ready()
         await sandbox.call(

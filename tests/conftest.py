@@ -12,11 +12,11 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.context import AppContext
-from app.lti.keys import write_new_key
+from app.lti.keys import ToolKey, generate_key, write_new_key
 from app.main import create_app
 from app.store.migrate import upgrade_to_head_async
 from tests.support import databases
-from tests.support.auth import API_KEYS, TEACHER_TOKEN_SECRET
+from tests.support.auth import API_KEYS, KEY_ENCRYPTION_KEY, TEACHER_TOKEN_SECRET
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -27,6 +27,12 @@ def tool_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     keys_dir = tmp_path_factory.mktemp("keys")
     write_new_key(keys_dir)
     return keys_dir
+
+
+@pytest.fixture(scope="session")
+def spare_tool_keys() -> tuple[ToolKey, ...]:
+    """Keys made once per run for rotations (`make_key=iter(spare_tool_keys).__next__`)."""
+    return tuple(generate_key() for _ in range(3))
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -56,6 +62,7 @@ def make_settings(database_url: str, var_dir: Path, keys_dir: Path, **overrides:
         "database_url": database_url,
         "var_dir": var_dir,
         "tool_key_dir": keys_dir,
+        "key_encryption_key": KEY_ENCRYPTION_KEY,
         "api_keys": API_KEYS,
         "teacher_token_secret": TEACHER_TOKEN_SECRET,
         "insecure_hosts": ["127.0.0.1", "localhost"],
@@ -76,6 +83,7 @@ async def context(settings: Settings) -> AsyncIterator[AppContext]:
     """An instance context on an emptied database."""
     context = AppContext.build(settings)
     await databases.empty_all_tables(context.engine)
+    await context.load_tool_keys()  # the session key, imported from tool_keys_dir
     try:
         yield context
     finally:

@@ -2,7 +2,9 @@
 
 Keys travel as `Authorization: Bearer <key>` and are compared by SHA-256 digest in constant
 time. A key with scope `passback` may act for any teacher named in `X-Acting-Teacher-Id`.
-Missing or wrong credentials answer 401; a valid caller without the scope answers 403.
+Missing or wrong credentials answer 401 (`unauthorized`; for a teacher token `token_expired`
+when only its time is up, `token_invalid` otherwise); a valid caller without the scope
+answers 403.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import ExpiredTokenError, JoseError
 from joserfc.jwk import KeySet, OctKey
 from joserfc.jws import extract_compact
 
@@ -90,9 +92,16 @@ async def verify_teacher_token(context: AppContext, token: str) -> Caller:
         )
         registry.validate(decoded.claims)
     except JwksUnavailableError as exc:
-        raise ProblemError(503, "teacher_keys_unavailable", str(exc)) from exc
+        # The caller is not authenticated yet: no URL, no upstream error (JwksCache logs them).
+        raise ProblemError(
+            503,
+            "teacher_keys_unavailable",
+            "teacher tokens cannot be verified right now; try again shortly",
+        ) from exc
+    except ExpiredTokenError as exc:
+        raise ProblemError(401, "token_expired", "the teacher token has expired") from exc
     except (JoseError, ValueError) as exc:
-        raise _unauthorized(f"the teacher token is not valid: {exc}") from exc
+        raise ProblemError(401, "token_invalid", f"the teacher token is not valid: {exc}") from exc
     teacher_id = str(decoded.claims["sub"])
     return Caller("teacher", teacher_id, frozenset({"teacher"}), teacher_id=teacher_id)
 

@@ -22,6 +22,7 @@ from app.manual.jobs import (
     retry_job,
 )
 from app.store import passback as store
+from app.store.jobs import UNREADABLE_VALUE_ERRORS
 from app.store.models import JobStatus
 
 router = APIRouter(prefix="/v1/passback/jobs", tags=["jobs"])
@@ -35,6 +36,11 @@ class JobPage(BaseModel):
     items: list[JobOut]
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next (older) page; null on the last page."
+    )
+    unreadable_job_ids: list[int] = Field(
+        default_factory=list,
+        description="Jobs of this page whose rows cannot be read back (a stored value the "
+        "service cannot decode); the delivery engine quarantines them. See the runbook.",
     )
 
 
@@ -58,23 +64,28 @@ async def list_jobs(
     except ManualPassbackError as exc:
         raise problem(exc) from exc
     where = store.JobFilter(formative_id=formative_id, student_id=student_id, status=status)
-    jobs = await store.list_jobs(session, where, before_id=before_id, limit=limit + 1)
-    page = jobs[:limit]
-    more = len(jobs) > limit
+    jobs, unreadable = await store.list_jobs(session, where, before_id=before_id, limit=limit + 1)
+    ids = sorted([job.id for job in jobs] + [row.job_id for row in unreadable], reverse=True)
+    more = len(ids) > limit
+    page = ids[:limit]
     return JobPage(
-        items=[JobOut.of(job) for job in page],
-        next_cursor=encode_cursor(page[-1].id) if more else None,
+        items=[JobOut.of(job) for job in jobs if job.id in page],
+        next_cursor=encode_cursor(page[-1]) if more else None,
+        unreadable_job_ids=[row.job_id for row in unreadable if row.job_id in page],
     )
 
 
 @router.get(
     "/{job_id}",
     response_model=JobDetail,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 409, 422),
     summary="Read a job with its attempts",
 )
 async def read_job(job_id: JobId, session: Session, _caller: AdminCaller) -> JobDetail:
-    job = await store.get_job(session, job_id)
+    try:
+        job = await store.get_job(session, job_id)
+    except UNREADABLE_VALUE_ERRORS as exc:
+        raise _unreadable(job_id, exc) from exc
     if job is None:
         raise ProblemError(404, "job_not_found", f"No job {job_id}.")
     return JobDetail.of(job)
@@ -86,11 +97,11 @@ async def read_job(job_id: JobId, session: Session, _caller: AdminCaller) -> Job
     response_model=JobDetail,
     responses=problem_responses(401, 403, 404, 409, 422),
     summary="Retry a failed job",
-    description="Requeues a failed job as a new cycle of attempts with a fresh deadline. The "
-    "job keeps its score timestamp, so a newer grade that reached Canvas meanwhile wins "
-    "(the job then ends `superseded`). Refused (409) for jobs that are not failed, and for a "
-    "failed job that a newer job of the same student and assignment follows: retrying it "
-    "would send an outdated grade.",
+    description="Requeues a failed job (or a quarantined one, once its row is fixed) as a new "
+    "cycle of attempts with a fresh deadline. The job keeps its score timestamp, so a newer "
+    "grade that reached Canvas meanwhile wins (the job then ends `superseded`). Refused (409) "
+    "for jobs that are neither, and for a failed job that a newer job of the same student and "
+    "assignment follows: retrying it would send an outdated grade.",
 )
 async def retry(
     job_id: JobId, context: Context, session: Session, _caller: AdminCaller
@@ -104,7 +115,18 @@ async def retry(
         )
     except ManualPassbackError as exc:
         raise problem(exc) from exc
+    except UNREADABLE_VALUE_ERRORS as exc:
+        raise _unreadable(job_id, exc) from exc
     context.wakeup.notify()
     job = await store.get_job(session, job_id)
     assert job is not None
     return JobDetail.of(job)
+
+
+def _unreadable(job_id: int, exc: Exception) -> ProblemError:
+    return ProblemError(
+        409,
+        "job_unreadable",
+        f"Job {job_id}'s row cannot be read back ({type(exc).__name__}: {exc}); an operator "
+        "must fix or remove it (README runbook: quarantined jobs).",
+    )

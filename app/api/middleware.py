@@ -1,7 +1,9 @@
-"""Pure-ASGI middleware: a request id on every request and answer, and a body size limit."""
+"""Pure-ASGI middleware: a request id on every request and answer, a body size limit and a
+body read timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import logging
@@ -23,6 +25,14 @@ log = logging.getLogger("passback.http")
 REQUEST_ID_HEADER = b"x-request-id"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+DEFAULT_BODY_TIMEOUT_SECONDS = 15.0
+
+
+class _Disconnected:
+    """What `_read_capped` answers when the client left before the end of its body."""
+
+
+_DISCONNECTED = _Disconnected()
 
 
 class _RequestIds:
@@ -60,11 +70,13 @@ class RequestContextMiddleware:
         app: ASGIApp,
         *,
         max_body_bytes: int,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS,
         direct_routes: Mapping[tuple[str, str], Endpoint] | None = None,
         exception_handlers: ExceptionHandlers | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.direct_routes = dict(direct_routes or {})
         self.exception_handlers = exception_handlers or {}
 
@@ -89,8 +101,21 @@ class RequestContextMiddleware:
             if declared_length is not None and declared_length > self.max_body_bytes:
                 await self._too_large(scope, receive, send, header)
                 return
-            if declared_length is None and scope["method"] in BODY_METHODS:
-                body = await self._read_capped(receive)
+            if scope["method"] in BODY_METHODS:
+                # The whole body is read here, before the app, within `body_timeout`: a
+                # client that trickles it in holds a connection and a task only that long.
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        body = await self._read_capped(receive)
+                except TimeoutError:
+                    await self._timed_out(scope, receive, send, header)
+                    return
+                if isinstance(body, _Disconnected):
+                    log.info(
+                        "client disconnected before sending its whole request",
+                        extra={"path": scope["path"]},
+                    )
+                    return
                 if body is None:
                     await self._too_large(scope, receive, send, header)
                     return
@@ -131,8 +156,9 @@ class RequestContextMiddleware:
 
         return app
 
-    async def _read_capped(self, receive: Receive) -> bytes | None:
-        """Read a body sent without Content-Length (chunked); None once it passes the cap.
+    async def _read_capped(self, receive: Receive) -> bytes | _Disconnected | None:
+        """Read the body; None once it passes the cap (a body sent without Content-Length
+        may), `_DISCONNECTED` when the client leaves before its end.
 
         Read here, before the app, so the answer can still be a clean 413."""
         chunks: list[bytes] = []
@@ -140,7 +166,7 @@ class RequestContextMiddleware:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return b"".join(chunks)
+                return _DISCONNECTED
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -172,6 +198,19 @@ class RequestContextMiddleware:
             await send(message)
 
         return tagged_send
+
+    async def _timed_out(
+        self, scope: Scope, receive: Receive, send: Send, header: tuple[bytes, bytes]
+    ) -> None:
+        log.info("request body not received in time", extra={"path": scope["path"]})
+        response = problem_response(
+            408,
+            "request_timeout",
+            f"the request body did not arrive within {self.body_timeout:g} s",
+            headers={"Connection": "close"},  # uvicorn closes the connection after this
+        )
+        response.raw_headers.append(header)
+        await response(scope, receive, send)
 
     async def _too_large(
         self, scope: Scope, receive: Receive, send: Send, header: tuple[bytes, bytes]

@@ -6,11 +6,19 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
-from app.api.auth import AuthenticatedCaller, Teacher, TeacherActor, teacher_actor
+from app.api.auth import (
+    AuthenticatedCaller,
+    EventsCaller,
+    Teacher,
+    TeacherActor,
+    teacher_actor,
+)
 from app.api.deps import Context, Session
 from app.api.problems import ProblemError, problem_responses
+from app.intake.formatives import FormativeOut, FormativePut, put_formative
+from app.intake.schemas import FormativeId
 from app.manual.batches import BatchOut, batch_view
 from app.manual.common import ManualPassbackError, authorize_teacher
 from app.manual.preview import Preview, build_preview, canvas_line_item_reader
@@ -25,6 +33,30 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 def problem(exc: ManualPassbackError) -> ProblemError:
     return ProblemError(exc.status, exc.code, exc.detail)
+
+
+@router.put(
+    "/v1/formatives/{formative_id}",
+    response_model=FormativeOut,
+    responses=problem_responses(401, 403, 422),
+    tags=["formatives"],
+    operation_id="putFormative",
+    summary="Tell the service about a formative",
+    description="What Formative knows of the formative before (or besides) events: its "
+    "title, teachers, organization and license, and its classes with their students' names. "
+    "Idempotent: the formative's facts are upserted and its classes and students replaced by "
+    "those given. Events keep updating what they carry. A teacher among `teacher_ids` can "
+    "then preview the formative before any student launches (its students show as not "
+    "launched). At most 500 classes, 5,000 students a class and 20,000 in all; a student is "
+    "in one class.",
+)
+async def save_formative(
+    formative_id: Annotated[FormativeId, Path()],
+    body: FormativePut,
+    session: Session,
+    _caller: EventsCaller,
+) -> FormativeOut:
+    return await put_formative(session, formative_id, body)
 
 
 @router.get(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # FastAPI's own words when a body cannot be decoded (not UTF-8, not JSON) before validation.
@@ -189,6 +190,15 @@ async def _on_bad_value(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_client_disconnect(request: Request, _exc: Exception) -> JSONResponse:
+    """The client went away before its request ended: nothing to answer, nothing went wrong
+    here. (The answer below is never read.)"""
+    log.info(
+        "client disconnected before sending its whole request", extra={"path": request.url.path}
+    )
+    return problem_response(400, "client_disconnected", "The request ended before its body did.")
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", extra={"path": request.url.path})
     return problem_response(500, "internal_error", "An unexpected error occurred.")
@@ -208,4 +218,5 @@ def install_problem_handlers(app: FastAPI) -> None:
         app.add_exception_handler(database_error, _on_database_error)
     app.add_exception_handler(IntegrityError, _on_conflict)
     app.add_exception_handler(DataError, _on_bad_value)
+    app.add_exception_handler(ClientDisconnect, _on_client_disconnect)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+import hmac
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from app.api.deps import Context
-from app.store import stats
-from app.store.db import schema_revision
+from app.api.problems import ProblemError, problem_responses
+from app.context import AppContext
 from app.store.migrate import head_revision
 
 router = APIRouter(tags=["system"])
-READINESS_TIMEOUT_SECONDS = 3.0
 
 
 class Health(BaseModel):
@@ -47,12 +45,11 @@ async def healthz() -> Health:
     summary="Readiness: database reachable and schema at head",
 )
 async def readyz(context: Context) -> JSONResponse:
+    """The database check is shared: at most one a second, one in flight, so a burst of
+    probes costs one query (and cannot exhaust the pool and fail itself)."""
     expected = head_revision()
     try:
-        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-            async with context.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            revision = await schema_revision(context.engine)
+        revision = await context.schema_at.get()
     except Exception as exc:
         body = Readiness(
             status="unavailable",
@@ -83,17 +80,32 @@ async def jwks(context: Context) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
+    responses=problem_responses(401),
     summary="Prometheus metrics",
     description="Events by decision, jobs by status, delivery latency, platform answers by "
-    "class, token requests, throttling, queue depth and the age of the oldest pending job.",
+    "class, token requests, throttling, HTTP requests by route and status, queue depth and the "
+    "age of the oldest pending job (queue figures are at most a few seconds old). With "
+    "`PASSBACK_METRICS_TOKEN` set, send `Authorization: Bearer <token>`.",
 )
-async def metrics(context: Context) -> Response:
+async def metrics_endpoint(
+    context: Context, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    token = context.settings.metrics_token
+    if token is not None:
+        expected = f"Bearer {token.get_secret_value()}".encode()
+        if not hmac.compare_digest((authorization or "").encode(), expected):
+            raise ProblemError(401, "unauthorized", "/metrics wants the metrics token")
+    return await metrics(context)
+
+
+async def metrics(context: AppContext) -> Response:
+    """The exposition of this instance's registry, queue gauges refreshed from the cached
+    figures (also served by `passback worker --metrics-port`)."""
     metrics = context.metrics
-    async with context.sessions() as session:
-        counts = await stats.job_counts_by_status(session)
-        oldest = await stats.oldest_pending_created_at(session)
-    for status, count in counts.items():
+    figures = await context.queue_figures.get()
+    for status, count in figures.jobs_by_status.items():
         metrics.jobs_by_status.labels(status=status).set(count)
+    oldest = figures.oldest_pending_created_at
     age = 0.0 if oldest is None else max(0.0, (context.clock() - oldest).total_seconds())
     metrics.oldest_pending_seconds.set(age)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

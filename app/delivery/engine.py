@@ -67,6 +67,7 @@ class EngineStats:
     requests: int = 0
     throttled: int = 0
     claim_queries: int = 0
+    quarantined: int = 0
     write_batches: int = 0
 
 
@@ -308,10 +309,11 @@ class DeliveryEngine:
         now = self._context.clock()
         for conflict in range(CLAIM_CONFLICT_RETRIES):
             try:
+                quarantined: list[store.UnreadableJob] = []
                 async with transaction(self._context.sessions) as session:
                     claimed: list[tuple[PassbackJob, PlatformInfo | None, HostLane]] = []
                     for lane, count in wanted:
-                        jobs = await store.claim_jobs(
+                        claim = await store.claim_jobs(
                             session,
                             platform_id=lane.platform_id,
                             origin=lane.origin,
@@ -321,17 +323,31 @@ class DeliveryEngine:
                             limit=count,
                         )
                         self.stats.claim_queries += 1
-                        lane.dry = len(jobs) < count
+                        jobs = claim.jobs
+                        quarantined += claim.quarantined
+                        lane.dry = len(jobs) + len(claim.quarantined) < count
                         if jobs:
                             platform = await self._platform(session, lane.platform_id)
                             claimed.extend((job, platform, lane) for job in jobs)
                 self.health.recovered(CLAIMING)
+                for row in quarantined:
+                    self._quarantined(row)
                 return claimed
             except IntegrityError:
                 # Another instance put a job of the same pair in flight between our snapshot
                 # and our update; the next try sees it and skips the pair.
                 log.info("claim conflict on a pair in flight elsewhere (try %d)", conflict + 1)
         return []
+
+    def _quarantined(self, row: store.UnreadableJob) -> None:
+        self.stats.quarantined += 1
+        self._context.metrics.job_quarantined()
+        log.error(
+            "job %s quarantined: its row cannot be read back (%s); see the runbook",
+            row.job_id,
+            row.error,
+            extra={"job_id": row.job_id, "outcome_code": store.UNREADABLE_ROW},
+        )
 
     async def _platform(self, session: AsyncSession, platform_id: str) -> PlatformInfo | None:
         """The registration's values, read at most every `platform_refresh` seconds (a copy:

@@ -6,6 +6,18 @@ exactly the scoreGiven we computed: percent × points, rounded half-up to the ce
 
 The rounding is done on exact rationals, so a product that lands exactly on a half cent
 (1/3 of 0.015 points) rounds up as it should instead of falling a hair short.
+
+What the teacher page recomputes in the browser (it must give the same numbers as a send):
+- percent shown = score ÷ maximum × 100, rounded half-up to hundredths (maximum 0 → 0);
+- "will send" with no override, grades mode = score ÷ maximum × Canvas points, computed
+  exactly and rounded once, half-up to the cent (not from the rounded percent);
+- a percent override p = p ÷ 100 × Canvas points, rounded half-up to the cent;
+- complete/incomplete = the Canvas points (complete) or 0 (incomplete);
+- a points override = the points as typed (2 places at most), except on a 0-point
+  assignment, where every grade is 0 (any percentage of zero is zero);
+- Canvas points 0 → 0 whatever the source.
+Half-up means away from zero at exactly half a cent: 8.345 → 8.35. The browser should do
+this on integers of thousandths (or a decimal library), never on binary floats alone.
 """
 
 from __future__ import annotations
@@ -101,13 +113,26 @@ def score_to_send(spec: GradeSpec, canvas_points: Decimal) -> ScoreToSend:
     """The AGS scoreGiven/scoreMaximum for the line item's current points.
 
     With 0 points Canvas accepts scoreMaximum 0 only when the line item's maximum is 0 too,
-    and then does not scale: sending 0/0 makes the grade 0.
+    and then does not scale: sending 0/0 makes the grade 0, whatever was asked (a points
+    override too). Above 0 points a points override may exceed them (extra credit).
     """
     incomplete = spec.mode is GradeMode.complete_incomplete and not spec.complete
     progress = "Submitted" if incomplete and spec.override_percent is None else "Completed"
+    if canvas_points == ZERO:
+        # Any percentage of zero is zero, a points override included (SPEC §2.3).
+        return ScoreToSend(ZERO, ZERO, progress)
     if spec.override_points is not None:
         return ScoreToSend(spec.override_points, canvas_points, progress)
-    if canvas_points == ZERO:
-        return ScoreToSend(ZERO, ZERO, progress)
     given = _to_cents(_exact_grade_fraction(spec) * Fraction(canvas_points))
     return ScoreToSend(given, canvas_points, progress)
+
+
+def canvas_grade_of_result(
+    result_score: Decimal, result_maximum: Decimal | None, canvas_points: Decimal
+) -> Decimal:
+    """The grade Canvas shows for a result read back through the Results service, in the
+    assignment's current points: resultScore × points ÷ resultMaximum, to the cent (Canvas
+    gives a teacher's regrade rescaled to resultMaximum); without a maximum, resultScore."""
+    if result_maximum is None or result_maximum == ZERO:
+        return _to_cents(Fraction(result_score))
+    return _to_cents(Fraction(result_score) * Fraction(canvas_points) / Fraction(result_maximum))

@@ -22,9 +22,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -52,7 +50,7 @@ from app.grading.eligibility import (
 )
 from app.grading.reasons import Reason
 from app.intake.batching import MicroBatcher
-from app.intake.schemas import FormativeId, ReasonOut
+from app.intake.schemas import FormativeId, Moment, ReasonOut
 from app.lti.launch import can_post_scores
 from app.metrics import Metrics
 from app.store import events as store
@@ -124,19 +122,12 @@ def _checked_score(value: object) -> Decimal:
     return Decimal(0) if number == 0 else number
 
 
-def _iso_text(value: object) -> object:
-    if not isinstance(value, str):
-        raise ValueError("must be an ISO 8601 date-time string with a time zone")
-    return value
-
-
 Score = Annotated[
     Decimal,
     PlainValidator(_exact_score),
     PlainSerializer(str, return_type=str, when_used="json"),  # as pydantic writes a Decimal
     WithJsonSchema({"type": "number", "minimum": 0}),
 ]
-Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 Url = Annotated[StrictStr, Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")]
 
 
@@ -241,6 +232,8 @@ def parse_json_exactly(body: bytes) -> Any:
         return _EXACT_JSON.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJsonError(str(exc)) from exc
+    except RecursionError as exc:  # nested deeper than the decoder's stack allows
+        raise MalformedJsonError("the JSON is nested too deeply") from exc
 
 
 # ---------------------------------------------------------------------------------------------

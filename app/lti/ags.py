@@ -321,6 +321,47 @@ class AgsClient:
 
         return await self._quickly_retried(read_once)
 
+    async def read_results(
+        self,
+        registration: Registration,
+        lineitem_url: str,
+        *,
+        scopes: Sequence[str] = DELIVERY_SCOPES,
+        gate: RequestGate = UNGATED,
+    ) -> list[Result]:
+        """Every student's result on the line item: `GET {lineitem}/results`, following
+        `Link: rel=next` pages (one paged read for a whole class).
+
+        Raises AgsError when it cannot be read (the key lacks `result.readonly`: code
+        `scope_not_granted`; refused; unusable).
+        """
+        results: list[Result] = []
+        url: str | None = service_url(lineitem_url, "results")
+        seen: set[str] = set()
+        while url is not None and url not in seen and len(seen) < MAX_PAGES:
+            seen.add(url)
+
+            async def read_page(page_url: str = url) -> tuple[list[Result], str | None]:
+                made = await self._exchange(
+                    registration,
+                    scopes,
+                    "GET",
+                    page_url,
+                    accept=MEDIA_RESULT_CONTAINER,
+                    gate=gate,
+                    needs=SCOPE_RESULT_READONLY,
+                )
+                exchanges = [exchange for exchange, _ in made]
+                final, response = made[-1]
+                if final.outcome.action is not Action.delivered or response is None:
+                    raise AgsError(final.outcome, exchanges)
+                following = parse_link_header(response.headers.get("link")).get("next")
+                return _results_of(response, exchanges), following
+
+            page, url = await self._quickly_retried(read_page)
+            results.extend(page)
+        return results
+
     async def _quickly_retried(self, read_once: Callable[[], Awaitable[T]]) -> T:
         """A read, tried again at once after a transient failure (not after throttling)."""
         retrying = AsyncRetrying(
@@ -546,6 +587,37 @@ def _result_of(
                 submission=MappingProxyType(dict(extension) if isinstance(extension, dict) else {}),
             )
         return None
+    except ValueError as exc:
+        raise AgsError(
+            invalid_answer(response.status_code, f"results answer unusable: {exc}"), exchanges
+        ) from exc
+
+
+def _results_of(response: httpx.Response, exchanges: Sequence[Exchange]) -> list[Result]:
+    """Every result of a results container page."""
+    try:
+        document = _document(response)
+        if not isinstance(document, list):
+            raise ValueError("a result container is a JSON array")
+        results = []
+        for item in document:
+            if not isinstance(item, dict):
+                raise ValueError("a result is a JSON object")
+            user_id = item.get("userId")
+            if not isinstance(user_id, str | int) or isinstance(user_id, bool):
+                raise ValueError("a result's userId is missing")
+            extension = item.get(CANVAS_SUBMISSION_EXTENSION)
+            results.append(
+                Result(
+                    user_id=str(user_id),
+                    score=_number(item.get("resultScore"), "resultScore"),
+                    maximum=_number(item.get("resultMaximum"), "resultMaximum"),
+                    submission=MappingProxyType(
+                        dict(extension) if isinstance(extension, dict) else {}
+                    ),
+                )
+            )
+        return results
     except ValueError as exc:
         raise AgsError(
             invalid_answer(response.status_code, f"results answer unusable: {exc}"), exchanges

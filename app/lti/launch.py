@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import httpx
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import KeySet, RSAKey
@@ -43,6 +44,7 @@ RESOURCE_LINK_LAUNCH = "LtiResourceLinkRequest"
 _ID_LENGTH = 255
 _URL_LENGTH = 2048
 _TITLE_LENGTH = 1024
+MAX_PORT = 65_535
 
 
 class LaunchRejection(StrEnum):
@@ -230,6 +232,35 @@ def _text(value: object, name: str, *, max_length: int, required: bool = False) 
     return value
 
 
+def _service_url(value: object, name: str) -> str | None:
+    """An AGS URL the service can call later: what httpx parses, http(s) with a host, a port
+    within 1-65535, no user name or password, and no white space or control character
+    anywhere (httpx would quote a space, then the platform would see another URL)."""
+    url = _text(value, name, max_length=_URL_LENGTH)
+    if url is None:
+        return None
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise _reject(
+            LaunchRejection.invalid_id_token, f"the id_token's {name} is not a valid URL: {exc}"
+        ) from exc
+    problem = None
+    if parsed.scheme not in ("https", "http") or not parsed.host:
+        problem = "it is not an absolute http(s) URL"
+    elif parsed.port is not None and not 0 < parsed.port <= MAX_PORT:
+        problem = f"its port {parsed.port} is out of range"
+    elif parsed.userinfo:
+        problem = "it carries a user name or password"
+    elif any(character.isspace() or not character.isprintable() for character in url):
+        problem = "it contains white space or a control character"
+    if problem is not None:
+        raise _reject(
+            LaunchRejection.invalid_id_token, f"the id_token's {name} is not a valid URL: {problem}"
+        )
+    return url
+
+
 def _object(claims: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     value = claims.get(name, {})
     if not isinstance(value, dict):
@@ -275,8 +306,8 @@ def _read_claims(claims: Mapping[str, Any], registration: Registration) -> Launc
         context_id=_text(context.get("id"), "context id", max_length=_ID_LENGTH),
         context_title=title[:_TITLE_LENGTH] if isinstance(title, str) else None,
         resource_link_id=_text(resource_link.get("id"), "resource link id", max_length=_ID_LENGTH),
-        lineitem_url=_text(endpoint.get("lineitem"), "AGS lineitem", max_length=_URL_LENGTH),
-        lineitems_url=_text(endpoint.get("lineitems"), "AGS lineitems", max_length=_URL_LENGTH),
+        lineitem_url=_service_url(endpoint.get("lineitem"), "AGS lineitem"),
+        lineitems_url=_service_url(endpoint.get("lineitems"), "AGS lineitems"),
         ags_scopes=_strings(endpoint.get("scope"), "AGS scope"),
     )
 

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import PlainSerializer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.grading.eligibility import PASSBACK_LICENSE
 from app.grading.reasons import REASON_MESSAGES, ReasonCode
 from app.lti.launch import can_post_scores
 from app.lti.outcomes import FailureCode, teacher_text
@@ -17,6 +18,7 @@ from app.store.models import Formative, Platform
 
 # Why a student cannot be sent (preview rows, `skipped` of a send): the codes of
 # app.grading.reasons, plus a Canvas assignment found gone when previewing.
+LICENSE_REQUIRED = ReasonCode.license_required
 NOT_LAUNCHED_FROM_LMS = ReasonCode.not_launched_from_lms
 NOT_A_CANVAS_ASSIGNMENT = ReasonCode.not_a_canvas_assignment
 PLATFORM_NOT_REGISTERED = ReasonCode.platform_not_registered
@@ -70,12 +72,21 @@ async def authorize_teacher(
     return formative
 
 
-def unsendable_reason(entry: store.RosterEntry, platforms: Mapping[str, Platform]) -> str | None:
+def license_ok(formative: Formative) -> bool:
+    """The seed's first prerequisite, for manual passback too: a School & District license."""
+    return formative.license == PASSBACK_LICENSE
+
+
+def unsendable_reason(
+    entry: store.RosterEntry, platforms: Mapping[str, Platform], *, licensed: bool
+) -> str | None:
     """Why this student cannot be sent from what the service knows (None: sendable).
 
     Canvas is not asked here; a line item found gone is reported by the preview and, for a
     send, by the job's failure (`assignment_not_linked`).
     """
+    if not licensed:
+        return LICENSE_REQUIRED
     launch = entry.launch
     if launch is None:
         return NOT_LAUNCHED_FROM_LMS

@@ -106,11 +106,11 @@ async def retry_job(
     job = await store.get_job_for_update(session, job_id)
     if job is None:
         raise ManualPassbackError(404, "job_not_found", f"No job {job_id}.")
-    if job.status != JobStatus.failed:
+    if job.status not in (JobStatus.failed, JobStatus.quarantined):
         raise ManualPassbackError(
             409,
             "job_not_retryable",
-            f"Only failed jobs can be retried; job {job_id} is {job.status}.",
+            f"Only failed (or quarantined) jobs can be retried; job {job_id} is {job.status}.",
         )
     newer = await store.newer_job_of_pair(session, job)
     if newer is not None:

@@ -15,9 +15,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.manual.common import (
+    LICENSE_REQUIRED,
     NOT_LAUNCHED_FROM_LMS,
     ManualPassbackError,
     explain,
+    license_ok,
     unsendable_reason,
 )
 from app.store import passback as store
@@ -227,11 +229,15 @@ async def _write_batch(
     )
     session.add(batch)
     await session.flush()  # a concurrent send with the same key conflicts here, before any job
+    licensed = license_ok(formative)
     queued: list[QueuedStudent] = []
     skipped: list[SkippedStudent] = []
     for student_id in _selected(list(entries.values()), request.select):
         entry = entries.get(student_id)
-        reason = NOT_LAUNCHED_FROM_LMS if entry is None else unsendable_reason(entry, platforms)
+        if entry is None:
+            reason: str | None = LICENSE_REQUIRED if not licensed else NOT_LAUNCHED_FROM_LMS
+        else:
+            reason = unsendable_reason(entry, platforms, licensed=licensed)
         if reason is not None:
             skipped.append(
                 SkippedStudent(student_id=student_id, reason=reason, message=explain(reason) or "")

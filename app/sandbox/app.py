@@ -21,6 +21,7 @@ from app.sandbox.errors import ApiError, NotFound, PlatformError, UnexpectedErro
 from app.sandbox.faults import ABORT_SCOPE_KEY, FaultMiddleware, transport_abort
 from app.sandbox.gradebook import build_gradebook_router
 from app.sandbox.launch import build_platform_jwks_router
+from app.sandbox.registration import build_registration_router
 from app.sandbox.request_log import RequestLogMiddleware
 from app.sandbox.state import SandboxState
 from app.sandbox.throttle import ThrottleMiddleware
@@ -81,6 +82,7 @@ def create_sandbox_app(
     app.include_router(build_platform_jwks_router(state))
     app.include_router(build_gradebook_router(state))
     app.include_router(build_admin_router(state))
+    app.include_router(build_registration_router(state))
     app.add_exception_handler(PlatformError, _platform_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

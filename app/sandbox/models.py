@@ -47,6 +47,33 @@ class DeveloperKey:
     enabled_in_account: bool = True
     token_grants: int = 0
     token_grant_times: list[datetime] = field(default_factory=list)
+    account_deployment_id: str | None = None
+    """Set when the key was made by Dynamic Registration: the tool is then installed in the
+    (single) root account, so every course sees it under this one deployment id."""
+
+
+@dataclass
+class RegistrationToken:
+    """A Dynamic Registration in progress: the token an admin's session hands the tool."""
+
+    token: str
+    expires_at: datetime
+    issuer: str | None = None
+    """The issuer the OpenID configuration names (None: the platform's own)."""
+    scopes_supported: tuple[str, ...] | None = None
+    """Scopes the platform offers during this registration (None: every AGS scope)."""
+    client_id: str | None = None
+    """The developer key the registration made, once it did."""
+
+
+@dataclass
+class ToolRegistration:
+    """What a tool registered through Dynamic Registration (kept for inspection)."""
+
+    client_id: str
+    deployment_id: str
+    body: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass

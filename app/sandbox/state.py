@@ -33,9 +33,11 @@ from app.sandbox.models import (
     EnrollmentState,
     GradingType,
     LineItem,
+    RegistrationToken,
     Result,
     Submission,
     ToolInstall,
+    ToolRegistration,
     User,
 )
 from app.sandbox.protocol import AGS_SCOPES
@@ -90,6 +92,8 @@ class SandboxState:
         self.results: dict[str, Result] = {}
         self._users_by_lti_id: dict[str, User] = {}
         self._results_by_owner: dict[tuple[str, str], Result] = {}
+        self.registration_tokens: dict[str, RegistrationToken] = {}
+        self.tool_registrations: dict[str, ToolRegistration] = {}
 
     def reset(self) -> None:
         """Forget every record, bucket and logged request; restore the configured flags,
@@ -244,10 +248,12 @@ class SandboxState:
         """Make the tool of `client_id` visible in a course (a ContextExternalTool)."""
         with self.lock:
             course = self.course(course_id)
-            self.developer_key(client_id)
+            key = self.developer_key(client_id)
             install = ToolInstall(
                 client_id=client_id,
-                deployment_id=deployment_id or f"{self.next_id()}:{uuid.uuid4().hex}",
+                deployment_id=deployment_id
+                or key.account_deployment_id
+                or f"{self.next_id()}:{uuid.uuid4().hex}",
             )
             course.tools[client_id] = install
             return install

@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.files import create_private_file
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # PostgreSQL unreachable must not mean a hung request: connecting, waiting for a pooled
 # connection, and any one statement each give up after a few seconds (the API answers 503,
@@ -25,12 +27,20 @@ PG_POOL_TIMEOUT_SECONDS = 5
 PG_COMMAND_TIMEOUT_SECONDS = 5
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine tuned for the dialect: WAL and a busy timeout on SQLite."""
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    command_timeout: float | None = PG_COMMAND_TIMEOUT_SECONDS,
+) -> AsyncEngine:
+    """An async engine tuned for the dialect: WAL and a busy timeout on SQLite; on PostgreSQL
+    statements give up after `command_timeout` seconds (None: never, for migrations)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            # Student names and scores: the file is made 0600 before SQLite opens it, and
+            # SQLite gives its -wal and -shm files the database file's mode.
+            create_private_file(Path(url.database))
         engine = create_async_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_pre_ping=False
         )
@@ -47,7 +57,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_timeout=PG_POOL_TIMEOUT_SECONDS,
         connect_args={
             "timeout": PG_CONNECT_TIMEOUT_SECONDS,
-            "command_timeout": PG_COMMAND_TIMEOUT_SECONDS,
+            "command_timeout": command_timeout,
         },
     )
 

@@ -9,6 +9,8 @@ transaction. Either way:
 - the facts and the job of an event are written only when the event is new (a reused
   `event_id` changes nothing);
 - facts from an older event never overwrite those of a newer one (by the event's time);
+- within one attempt a student's submission only moves forward: an event that leaves out
+  the submission keeps the one recorded (submitted stays submitted, the first time stays);
 - on PostgreSQL the formative's row is updated (and so locked) only when its facts change,
   so a class submitting the same formative at once is not serialised on it.
 """
@@ -481,9 +483,15 @@ work AS (
     FROM recorded ORDER BY formative_id, student_id
     ON CONFLICT (formative_id, student_id) DO UPDATE
     SET class_id = excluded.class_id, student_name = excluded.student_name,
-        started = excluded.started, submitted = excluded.submitted,
+        started = excluded.started,
+        -- Within one attempt the submission only moves forward (SPEC §2.1).
+        submitted = CASE WHEN excluded.attempt = known.attempt
+                         THEN known.submitted OR excluded.submitted
+                         ELSE excluded.submitted END,
+        submitted_at = CASE WHEN excluded.attempt = known.attempt
+                            THEN COALESCE(known.submitted_at, excluded.submitted_at)
+                            ELSE excluded.submitted_at END,
         attempt = excluded.attempt, score = excluded.score, max_score = excluded.max_score,
-        submitted_at = excluded.submitted_at,
         response_url = COALESCE(excluded.response_url, known.response_url),
         last_event_at = excluded.last_event_at
     WHERE known.last_event_at <= excluded.last_event_at
@@ -626,6 +634,17 @@ async def _upsert_student_work(executor: AsyncConnection, facts: StudentWorkFact
     # An event without a response URL keeps the one an earlier event gave.
     changed["response_url"] = func.coalesce(
         statement.excluded.response_url, StudentWork.response_url
+    )
+    # Within one attempt the submission only moves forward: an update that leaves out the
+    # submission keeps it, and the first submission time stays (SPEC §2.1).
+    same_attempt = statement.excluded.attempt == StudentWork.attempt
+    changed["submitted"] = case(
+        (same_attempt, StudentWork.submitted | statement.excluded.submitted),
+        else_=statement.excluded.submitted,
+    )
+    changed["submitted_at"] = case(
+        (same_attempt, func.coalesce(StudentWork.submitted_at, statement.excluded.submitted_at)),
+        else_=statement.excluded.submitted_at,
     )
     await executor.execute(
         statement.on_conflict_do_update(

@@ -254,7 +254,7 @@ async def claim_jobs(
     lease: timedelta,
     limit: int,
     origin: str | None = None,
-) -> list[PassbackJob]:
+) -> ClaimedJobs:
     """Lease up to `limit` due pending jobs of one platform (of its AGS host `origin`, when
     given: one delivery lane), oldest due first.
 
@@ -262,7 +262,8 @@ async def claim_jobs(
     still pending (deliveries of a pair go one at a time, in order). On PostgreSQL the
     candidates are locked `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on or
     take each other's rows; on SQLite the single UPDATE holds the database's write lock from
-    its start, which serialises claimers. The caller commits.
+    its start, which serialises claimers. A leased row that cannot be read back is
+    quarantined rather than returned. The caller commits.
     """
     sibling = aliased(PassbackJob)
     elder = aliased(PassbackJob)
@@ -291,7 +292,9 @@ async def claim_jobs(
         .with_for_update(skip_locked=True)
     )
     expires = now + lease
-    claimed = await session.scalars(
+    # Only ids come back from the claim: a row that cannot be read must not fail the claim
+    # of the others (it is quarantined below instead).
+    claimed_ids = await session.scalars(
         update(PassbackJob)
         .where(PassbackJob.id.in_(candidates))
         .values(
@@ -301,10 +304,107 @@ async def claim_jobs(
             next_attempt_at=expires,
             updated_at=now,
         )
-        .returning(PassbackJob),
+        .returning(PassbackJob.id),
         execution_options={"synchronize_session": False},
     )
-    return list(claimed.all())
+    jobs, unreadable = await read_jobs(session, list(claimed_ids.all()))
+    if unreadable:
+        await quarantine_jobs(session, unreadable, now=now)
+    return ClaimedJobs(jobs, unreadable)
+
+
+@dataclass(frozen=True)
+class UnreadableJob:
+    """A job row the database holds but the service cannot read back (a time outside years
+    1–9999, a value the driver cannot decode): `error` says what failed."""
+
+    job_id: int
+    error: str
+
+
+@dataclass(frozen=True)
+class ClaimedJobs:
+    """What a claim leased: the jobs to deliver, and the rows it quarantined instead."""
+
+    jobs: list[PassbackJob]
+    quarantined: list[UnreadableJob]
+
+
+UNREADABLE_ROW = "unreadable_row"
+UNREADABLE_VALUE_ERRORS: tuple[type[Exception], ...] = (ValueError, OverflowError, TypeError)
+"""What decoding a stored value raises (asyncpg: OverflowError for a year past 9999; SQLite's
+text times: ValueError). Database and connection errors are not among them."""
+
+
+async def read_jobs(
+    session: AsyncSession, job_ids: Sequence[int]
+) -> tuple[list[PassbackJob], list[UnreadableJob]]:
+    """The jobs of `job_ids` (in that order) and those whose rows cannot be read.
+
+    One SELECT for all; only when it fails to decode, one per row, so an unreadable row
+    costs its own read and nobody else's.
+    """
+    if not job_ids:
+        return [], []
+    query = select(PassbackJob).execution_options(populate_existing=True)
+    try:
+        found = {
+            job.id: job
+            for job in (await session.scalars(query.where(PassbackJob.id.in_(job_ids)))).all()
+        }
+        return [found[job_id] for job_id in job_ids if job_id in found], []
+    except UNREADABLE_VALUE_ERRORS:
+        pass
+    jobs: list[PassbackJob] = []
+    unreadable: list[UnreadableJob] = []
+    for job_id in job_ids:
+        try:
+            job = await session.scalar(query.where(PassbackJob.id == job_id))
+        except UNREADABLE_VALUE_ERRORS as exc:
+            unreadable.append(UnreadableJob(job_id, f"{type(exc).__name__}: {exc}"))
+            continue
+        if job is not None:
+            jobs.append(job)
+    return jobs, unreadable
+
+
+async def quarantine_jobs(
+    session: AsyncSession, unreadable: Sequence[UnreadableJob], *, now: datetime
+) -> None:
+    """Set unreadable rows aside as `quarantined`: never claimed again, listed for operators
+    (README runbook), each with an attempt row saying why. Writes no column it would read."""
+    await session.execute(
+        update(_jobs)
+        .where(_jobs.c.id == bindparam("b_id"))
+        .values(
+            status=JobStatus.quarantined,
+            lease_owner=None,
+            lease_expires_at=None,
+            outcome_code=UNREADABLE_ROW,
+            platform_message=bindparam("b_message"),
+            updated_at=now,
+            finished_at=now,
+        ),
+        [{"b_id": row.job_id, "b_message": _unreadable_message(row)} for row in unreadable],
+    )
+    await session.execute(
+        insert(_attempts),
+        [
+            {
+                "job_id": row.job_id,
+                "started_at": now,
+                "finished_at": now,
+                "http_status": None,
+                "outcome": UNREADABLE_ROW,
+                "message": _unreadable_message(row),
+            }
+            for row in unreadable
+        ],
+    )
+
+
+def _unreadable_message(row: UnreadableJob) -> str:
+    return f"the job's row could not be read back ({row.error}); see the runbook"
 
 
 async def renew_leases(

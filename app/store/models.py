@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -58,6 +59,9 @@ class JobStatus(enum.StrEnum):
     delivered = "delivered"
     failed = "failed"
     superseded = "superseded"
+    quarantined = "quarantined"
+    """The row could not be read back (a value the driver cannot decode): set aside, never
+    claimed again, until an operator fixes or removes it (README runbook)."""
 
 
 class JobKind(enum.StrEnum):
@@ -94,6 +98,25 @@ class Platform(Base):
         return self.token_audience or self.token_url
 
 
+class RegistrationInvite(Base):
+    """A single-use link an operator hands to a platform admin to start Dynamic Registration.
+
+    Only the SHA-256 of the link's secret is kept. `used_at` is set while a registration runs
+    (and cleared again if it fails before a platform is recorded); `platform_id` names the
+    registration it made.
+    """
+
+    __tablename__ = "registration_invites"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    platform_id: Mapped[str | None] = mapped_column(ForeignKey("platforms.id"))
+
+
 class Formative(Base):
     """What the service knows of a formative, refreshed by every event that mentions it."""
 
@@ -107,6 +130,27 @@ class Formative(Base):
     all_auto_graded: Mapped[bool] = mapped_column(Boolean, default=False)
     teacher_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime]
+
+
+class FormativeClass(Base):
+    """A class of a formative, as `PUT /v1/formatives/{id}` names it."""
+
+    __tablename__ = "formative_classes"
+
+    formative_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    class_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024), default="")
+
+
+class FormativeStudent(Base):
+    """A student of a formative's classes, known before (or besides) any launch or event."""
+
+    __tablename__ = "formative_students"
+
+    formative_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    student_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    class_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(1024), default="")
 
 
 class Launch(Base):
@@ -166,7 +210,8 @@ class SubmissionEvent(Base):
     student_id: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(32))
     occurred_at: Mapped[datetime]
-    received_at: Mapped[datetime]
+    # Pruning walks events by age (retention).
+    received_at: Mapped[datetime] = mapped_column(index=True)
     decision: Mapped[str] = mapped_column(String(32))
     response_body: Mapped[str] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(BigId)
@@ -189,7 +234,8 @@ class Batch(Base):
     request_digest: Mapped[str] = mapped_column(String(64))
     skipped: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     response_body: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime]
+    # Pruning walks batches by age (retention).
+    created_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class PassbackJob(Base):
@@ -203,6 +249,8 @@ class PassbackJob(Base):
         Index("ix_passback_jobs_lane_due", "status", "platform_id", "origin", "next_attempt_at"),
         Index("ix_passback_jobs_pair", "pair_key", "status"),
         Index("ix_passback_jobs_formative_student", "formative_id", "student_id"),
+        # Pruning finds finished jobs past the retention time without scanning the rest.
+        Index("ix_passback_jobs_finished", "kind", "status", "finished_at"),
         # Automatic passback fires at most once per (student, line item), even under races.
         Index(
             "uq_passback_jobs_automatic_pair",
@@ -298,3 +346,17 @@ class JobAttempt(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[PassbackJob] = relationship(back_populates="attempts", lazy="raise")
+
+
+class ToolKeyRecord(Base):
+    """One of the tool's RSA signing keys, shared by every instance. The newest row is the
+    current key; the one before it stays published in the JWKS (rotation)."""
+
+    __tablename__ = "tool_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kid: Mapped[str] = mapped_column(String(64), unique=True)
+    """The RFC 7638 thumbprint of the public key."""
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    """The private key's PEM, encrypted with the key-encryption key (app.store.tool_keys)."""
+    created_at: Mapped[datetime]

@@ -9,10 +9,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app.store.jobs import UnreadableJob, read_jobs
 from app.store.models import (
     Batch,
     Formative,
+    FormativeClass,
+    FormativeStudent,
     JobAttempt,
+    JobStatus,
     Launch,
     PassbackJob,
     Platform,
@@ -22,18 +26,31 @@ from app.store.models import (
 
 @dataclass(frozen=True)
 class RosterEntry:
-    """One student of a formative as the service knows them: their work, their launch, or both."""
+    """One student of a formative as the service knows them: their work, their launch, their
+    place in a class named by `PUT /v1/formatives/{id}`, or any of these."""
 
     student_id: str
     work: StudentWork | None
     launch: Launch | None
+    listed: FormativeStudent | None = None
 
     @property
     def class_id(self) -> str:
         if self.work is not None:
             return self.work.class_id
-        assert self.launch is not None
-        return self.launch.class_id
+        if self.launch is not None:
+            return self.launch.class_id
+        assert self.listed is not None
+        return self.listed.class_id
+
+    @property
+    def name(self) -> str | None:
+        """The student's name from events, else from the formative's roster (None: unknown)."""
+        if self.work is not None and self.work.student_name:
+            return self.work.student_name
+        if self.listed is not None and self.listed.name:
+            return self.listed.name
+        return None
 
 
 async def get_formative(session: AsyncSession, formative_id: str) -> Formative | None:
@@ -41,7 +58,8 @@ async def get_formative(session: AsyncSession, formative_id: str) -> Formative |
 
 
 async def roster(session: AsyncSession, formative_id: str) -> list[RosterEntry]:
-    """Every student with work or a launch on the formative, ordered by class then student."""
+    """Every student with work or a launch on the formative, or listed in its classes,
+    ordered by class then student."""
     works = {
         work.student_id: work
         for work in await session.scalars(
@@ -54,9 +72,17 @@ async def roster(session: AsyncSession, formative_id: str) -> list[RosterEntry]:
             select(Launch).where(Launch.formative_id == formative_id)
         )
     }
+    listed = {
+        student.student_id: student
+        for student in await session.scalars(
+            select(FormativeStudent).where(FormativeStudent.formative_id == formative_id)
+        )
+    }
     entries = [
-        RosterEntry(student_id, works.get(student_id), launches.get(student_id))
-        for student_id in works.keys() | launches.keys()
+        RosterEntry(
+            student_id, works.get(student_id), launches.get(student_id), listed.get(student_id)
+        )
+        for student_id in works.keys() | launches.keys() | listed.keys()
     ]
     entries.sort(key=lambda entry: (entry.class_id, entry.student_id))
     return entries
@@ -77,10 +103,40 @@ async def latest_jobs_by_student(
         select(func.max(PassbackJob.id))
         .where(PassbackJob.formative_id == formative_id)
         .group_by(PassbackJob.student_id)
+    )
+    # Read by id, tolerantly: a job row that cannot be read back shows as no passback rather
+    # than failing the preview (the delivery engine quarantines it; README runbook).
+    jobs, _unreadable = await read_jobs(session, list(await session.scalars(newest)))
+    return {job.student_id: job for job in jobs}
+
+
+async def last_delivered_by_pair(
+    session: AsyncSession, pair_keys: Collection[str]
+) -> dict[str, PassbackJob]:
+    """The newest delivered job of each (line item, student) pair."""
+    if not pair_keys:
+        return {}
+    newest = (
+        select(func.max(PassbackJob.id))
+        .where(
+            PassbackJob.pair_key.in_(list(pair_keys)),
+            PassbackJob.status == JobStatus.delivered,
+        )
+        .group_by(PassbackJob.pair_key)
         .scalar_subquery()
     )
     jobs = await session.scalars(select(PassbackJob).where(PassbackJob.id.in_(newest)))
-    return {job.student_id: job for job in jobs}
+    return {job.pair_key: job for job in jobs}
+
+
+async def class_names(session: AsyncSession, formative_id: str) -> dict[str, str]:
+    """The names of the formative's classes given by `PUT /v1/formatives/{id}`."""
+    rows = await session.execute(
+        select(FormativeClass.class_id, FormativeClass.name).where(
+            FormativeClass.formative_id == formative_id
+        )
+    )
+    return {class_id: name for class_id, name in rows if name}
 
 
 async def get_batch(session: AsyncSession, batch_id: str) -> Batch | None:
@@ -98,10 +154,12 @@ async def find_batch_by_key(
 
 
 async def batch_jobs(session: AsyncSession, batch_id: str) -> Sequence[PassbackJob]:
-    result = await session.scalars(
-        select(PassbackJob).where(PassbackJob.batch_id == batch_id).order_by(PassbackJob.id)
+    """The batch's jobs whose rows can be read (an unreadable one is quarantined)."""
+    ids = await session.scalars(
+        select(PassbackJob.id).where(PassbackJob.batch_id == batch_id).order_by(PassbackJob.id)
     )
-    return result.all()
+    jobs, _unreadable = await read_jobs(session, list(ids))
+    return jobs
 
 
 @dataclass(frozen=True)
@@ -113,9 +171,10 @@ class JobFilter:
 
 async def list_jobs(
     session: AsyncSession, where: JobFilter, *, before_id: int | None, limit: int
-) -> Sequence[PassbackJob]:
-    """Jobs newest first (ids only grow), at most `limit`, all older than `before_id` if given."""
-    query = select(PassbackJob).order_by(PassbackJob.id.desc()).limit(limit)
+) -> tuple[list[PassbackJob], list[UnreadableJob]]:
+    """Jobs newest first (ids only grow), at most `limit`, all older than `before_id` if given;
+    and, apart, those of them whose rows cannot be read back."""
+    query = select(PassbackJob.id).order_by(PassbackJob.id.desc()).limit(limit)
     if where.formative_id is not None:
         query = query.where(PassbackJob.formative_id == where.formative_id)
     if where.student_id is not None:
@@ -124,7 +183,7 @@ async def list_jobs(
         query = query.where(PassbackJob.status == where.status)
     if before_id is not None:
         query = query.where(PassbackJob.id < before_id)
-    return (await session.scalars(query)).all()
+    return await read_jobs(session, list(await session.scalars(query)))
 
 
 async def get_job(session: AsyncSession, job_id: int) -> PassbackJob | None:

@@ -23,6 +23,7 @@ from tests.api.canvas_world import (
     event,
     launch_from_canvas,
 )
+from tests.support.poison import POISON_TIMES
 from tests.support.sandbox import (  # noqa: F401  (fixtures)
     RunningSandbox,
     ToolKey,
@@ -513,3 +514,35 @@ async def test_the_events_endpoint_tags_its_answers_and_allows_only_post(
     assert refused.headers["content-type"] == "application/problem+json"
     assert listed.status_code == 405
     assert listed.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("field", ["occurred_at", "submitted_at"])
+@pytest.mark.parametrize("moment", POISON_TIMES)
+async def test_a_time_outside_years_1_to_9999_in_utc_is_refused_at_intake(
+    client: httpx.AsyncClient, context: AppContext, launched: CanvasWorld, field: str, moment: str
+) -> None:
+    response = await post_event(client, event(**{field: moment}))
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_error"
+    assert {"field": f"body.{field}", "type": "time_out_of_range"} in [
+        {"field": error["field"], "type": error["type"]} for error in problem["errors"]
+    ]
+    assert await work_of(context) is None
+    assert await jobs_of(context) == []
+
+
+async def test_times_at_the_edges_of_years_1_to_9999_are_stored_and_read_back(
+    client: httpx.AsyncClient, launched: CanvasWorld
+) -> None:
+    body = event(occurred_at="9999-12-31T23:59:59.999Z", submitted_at="0001-01-01T00:00:00Z")
+    response = await post_event(client, body)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+
+    job = await client.get(f"/v1/passback/jobs/{job_id}", headers=ADMIN)
+    assert job.status_code == 200, job.text
+    assert job.json()["score_timestamp"].startswith("9999-12-31T23:59:59.999")
+    assert job.json()["submitted_at"].startswith("0001-01-01T00:00:00")
+    assert (await post_event(client, body)).json() == response.json()

@@ -7,10 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from app.context import AppContext
 from tests.support.auth import ADMIN_KEY, bearer, teacher_headers
 from tests.support.classroom import Classroom, deliver_all, make_classroom
+from tests.support.poison import write_unreadable_time
 from tests.support.sandbox import RunningSandbox, sandbox_fixture, sandbox_server_fixture  # noqa: F401
 
 ADMIN = bearer(ADMIN_KEY)
@@ -159,3 +161,42 @@ async def test_delivered_pending_and_superseded_jobs_are_not_retried(
         refused = await classroom.api.post(f"/v1/passback/jobs/{job_id}/retry", headers=ADMIN)
         assert refused.status_code == 409
         assert refused.json()["code"] == "job_not_retryable"
+
+
+async def test_an_unreadable_job_row_never_makes_the_job_list_preview_or_send_answer_500(
+    classroom: Classroom, context: AppContext
+) -> None:
+    [queued, *_] = (await send(classroom, "s-1", "s-2"))["jobs"]
+    await write_unreadable_time(context.engine, queued["job_id"], "submitted_at")
+
+    listed = await jobs(classroom.api)
+    assert queued["job_id"] not in [item["id"] for item in listed["items"]]
+    assert listed["unreadable_job_ids"] == [queued["job_id"]]
+    one = await classroom.api.get(f"/v1/passback/jobs/{queued['job_id']}", headers=ADMIN)
+    assert (one.status_code, one.json()["code"]) == (409, "job_unreadable")
+    path = f"/v1/formatives/{classroom.formative_id}/passback"
+    assert (await classroom.api.get(f"{path}/preview", headers=TEACHER)).status_code == 200
+    await send(classroom, "s-1")
+
+
+async def test_a_quarantined_job_whose_row_is_fixed_can_be_retried(
+    classroom: Classroom, context: AppContext
+) -> None:
+    [queued] = (await send(classroom, "s-1"))["jobs"]
+    await write_unreadable_time(context.engine, queued["job_id"], "submitted_at")
+    await deliver_all(context)
+    assert (await jobs(classroom.api, status="quarantined"))["unreadable_job_ids"] == [
+        queued["job_id"]
+    ]
+
+    async with context.engine.begin() as connection:  # the runbook's fix
+        await connection.execute(
+            text("UPDATE passback_jobs SET submitted_at = NULL WHERE id = :id"),
+            {"id": queued["job_id"]},
+        )
+    quarantined = await job(classroom.api, queued["job_id"])
+    assert (quarantined["status"], quarantined["outcome_code"]) == ("quarantined", "unreadable_row")
+    retried = await classroom.api.post(f"/v1/passback/jobs/{queued['job_id']}/retry", headers=ADMIN)
+    assert retried.status_code == 202, retried.text
+    await deliver_all(context)
+    assert (await job(classroom.api, queued["job_id"]))["status"] == "delivered"

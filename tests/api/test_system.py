@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from joserfc.jwk import RSAKey
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.context import AppContext
-from app.lti.keys import ToolKeyring, rotate, write_new_key
+from app.lti.keys import ToolKeyring
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.support.auth import ADMIN_KEY, bearer, teacher_token
@@ -84,21 +90,7 @@ async def test_jwks_publishes_the_current_key_with_its_rfc7638_thumbprint(
     assert published["kid"] == context.keyring.current.kid
 
 
-def test_rotation_makes_a_new_current_key_and_keeps_the_old_one_published(
-    tmp_path: Path,
-) -> None:
-    write_new_key(tmp_path)
-    before = ToolKeyring.load(tmp_path, generate=False)
-    after = rotate(tmp_path)
-    assert after.current.kid != before.current.kid
-    assert [key.kid for key in after.previous] == [before.current.kid]
-    published = [key["kid"] for key in after.jwks()["keys"]]
-    assert published == [after.current.kid, before.current.kid]
-    third = rotate(tmp_path)
-    assert [key["kid"] for key in third.jwks()["keys"]] == [third.current.kid, after.current.kid]
-
-
-def test_keys_are_generated_on_first_start_with_private_permissions(tmp_path: Path) -> None:
+def test_a_key_folder_gets_a_first_key_with_private_permissions(tmp_path: Path) -> None:
     keyring = ToolKeyring.load(tmp_path / "keys")
     files = list((tmp_path / "keys").glob("*.pem"))
     assert len(files) == 1
@@ -166,7 +158,7 @@ async def test_an_expired_or_forged_teacher_token_is_401(client: httpx.AsyncClie
         "/v1/platforms", headers=bearer(teacher_token("t-1", secret="another-secret-" * 3))
     )
     assert forged.status_code == 401
-    assert forged.json()["code"] == "unauthorized"
+    assert forged.json()["code"] == "token_invalid"
 
 
 async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
@@ -193,3 +185,67 @@ async def test_a_value_the_database_cannot_store_is_a_422_not_a_503(
     response = await client.get("/v1/platforms/bad%00id", headers=bearer(ADMIN_KEY))
     assert response.status_code in (404, 422)
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@contextlib.contextmanager
+def statements_seen(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Every SQL statement the engine sends while the block runs (observed, not mocked)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+def _queue_reads(statements: list[str]) -> int:
+    return sum(1 for sql in statements if "passback_jobs" in sql and "GROUP BY" in sql)
+
+
+async def test_200_concurrent_metrics_scrapes_read_the_queue_once(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    with statements_seen(context.engine) as statements:
+        answers = await asyncio.gather(*(client.get("/metrics") for _ in range(200)))
+        assert {answer.status_code for answer in answers} == {200}
+        assert _queue_reads(statements) == 1
+        again = await asyncio.gather(*(client.get("/metrics") for _ in range(50)))
+        assert {answer.status_code for answer in again} == {200}
+        assert _queue_reads(statements) == 1, "figures younger than a few seconds are reused"
+    assert 'passback_jobs{status="pending"} 0.0' in answers[-1].text
+
+
+async def test_a_burst_of_1000_readyz_all_answer_200_with_one_database_check(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    with statements_seen(context.engine) as statements:
+        answers = await asyncio.gather(*(client.get("/readyz") for _ in range(1000)))
+    assert [answer.status_code for answer in answers] == [200] * 1000
+    version_reads = [sql for sql in statements if "alembic_version" in sql]
+    assert 1 <= len(version_reads) <= 2
+
+
+async def test_metrics_want_the_metrics_token_when_one_is_set(
+    database_url: str, tmp_path: Path, tool_keys_dir: Path
+) -> None:
+    settings = make_settings(
+        database_url, tmp_path, tool_keys_dir, metrics_token="scrape-token-0123456789"
+    )
+    context = AppContext.build(settings)
+    transport = httpx.ASGITransport(app=create_app(context=context))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            anonymous = await client.get("/metrics")
+            assert anonymous.status_code == 401
+            assert anonymous.headers["content-type"] == "application/problem+json"
+            wrong = await client.get("/metrics", headers=bearer("another-token"))
+            assert wrong.status_code == 401
+            scraped = await client.get("/metrics", headers=bearer("scrape-token-0123456789"))
+            assert scraped.status_code == 200
+            assert "passback_jobs" in scraped.text
+    finally:
+        await context.close()

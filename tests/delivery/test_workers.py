@@ -25,6 +25,7 @@ from app.store import jobs as job_store
 from app.store.db import transaction
 from app.store.models import JobStatus
 from tests.lti.world import World, build_context, make_world, quick_policy
+from tests.support.auth import KEY_ENCRYPTION_KEY
 from tests.support.sandbox import RunningSandbox
 
 SCORES = r"/scores$"
@@ -46,6 +47,7 @@ async def second_context(
 ) -> AsyncIterator[AppContext]:
     """Another instance on the same database: its own pool, token cache and engine."""
     context = build_context(lti_settings, sandbox.clock)
+    await context.load_tool_keys()
     try:
         yield context
     finally:
@@ -134,14 +136,16 @@ async def test_a_job_leased_by_a_dead_worker_is_delivered_by_another(
 ) -> None:
     job_id = await world.enqueue(world.students[0])
     async with transaction(world.context.sessions) as session:
-        [claimed] = await job_store.claim_jobs(
-            session,
-            platform_id=world.platform.id,
-            owner="worker-that-dies",
-            now=world.clock(),
-            lease=timedelta(seconds=60),
-            limit=10,
-        )
+        [claimed] = (
+            await job_store.claim_jobs(
+                session,
+                platform_id=world.platform.id,
+                owner="worker-that-dies",
+                now=world.clock(),
+                lease=timedelta(seconds=60),
+                limit=10,
+            )
+        ).jobs
     assert claimed.id == job_id
 
     await engine.drain()
@@ -171,6 +175,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
         PASSBACK_DATABASE_URL=settings.database_url,
         PASSBACK_VAR_DIR=str(settings.var_dir),
         PASSBACK_TOOL_KEY_DIR=str(settings.keys_dir),
+        PASSBACK_KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY,
         PASSBACK_INSECURE_HOSTS="127.0.0.1,localhost",
         PASSBACK_LEASE_SECONDS="30",
         PASSBACK_WORKER_POLL_INTERVAL="0.05",

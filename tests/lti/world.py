@@ -85,6 +85,7 @@ def lti_settings(database_url: str, tmp_path: Path, tool_keys_dir: Path) -> Sett
 async def lti_context(lti_settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[AppContext]:
     context = build_context(lti_settings, sandbox.clock)
     await databases.empty_all_tables(context.engine)
+    await context.load_tool_keys()
     try:
         yield context
     finally:

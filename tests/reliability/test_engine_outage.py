@@ -63,6 +63,7 @@ async def context_via_proxy(
         url.render_as_string(hide_password=False), tmp_path, tool_keys_dir, http_read_timeout=2.0
     )
     context = build_context(settings, sandbox_canvas.clock)
+    await context.load_tool_keys()
     try:
         yield context
     finally:

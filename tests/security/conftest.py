@@ -64,7 +64,15 @@ async def live_service(
     try:
         config = SandboxConfig(throttle=ThrottleSettings(enabled=False))
         async with run_sandbox(config) as sandbox:
-            env = service_env(url, var_dir=var_dir, keys_dir=tool_keys_dir, api_keys=FUZZ_API_KEYS)
+            env = service_env(
+                url,
+                var_dir=var_dir,
+                keys_dir=tool_keys_dir,
+                api_keys=FUZZ_API_KEYS,
+                public_base_url="https://passback.example",
+                tool_launch_url="https://formative.example/lti/launch",
+                tool_login_url="https://formative.example/lti/login",
+            )
             service = await start_service(env, log_path=var_dir / "service.log")
             try:
                 async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as api:

@@ -165,6 +165,19 @@ async def test_a_truncated_json_body_is_a_400_or_422_problem(
 
 
 @pytest.mark.parametrize(("method", "path", "headers"), JSON_BODY_ENDPOINTS)
+async def test_a_body_nested_thousands_of_levels_deep_is_malformed_json(
+    client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str]
+) -> None:
+    deep = b'{"a": ' * 5_000 + b"1" + b"}" * 5_000
+    response = await client.request(
+        method, path, content=deep, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert_client_error(response)
+    assert response.json()["code"] == "malformed_json"
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), JSON_BODY_ENDPOINTS)
 async def test_an_oversized_body_is_refused_before_it_is_read(
     client: httpx.AsyncClient, settings: Settings, method: str, path: str, headers: dict[str, str]
 ) -> None:

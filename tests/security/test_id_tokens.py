@@ -234,3 +234,35 @@ async def test_one_canvas_cannot_sign_launches_for_another(
         assert await launches_kept(context) == 0
         genuine = platform_signed(other, claims)
         assert (await post_launch(client, other, genuine)).status_code == 201
+
+
+AGS_ENDPOINT = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
+UNCALLABLE_URLS: dict[str, Callable[[str], str]] = {
+    "a port beyond 65535": lambda url: url.replace(
+        url.split("/")[2], url.split("/")[2].split(":")[0] + ":99999", 1
+    ),
+    "a newline in the authority": lambda url: url.replace("://", "://canvas\n.", 1),
+    "a tab in the authority": lambda url: url.replace("://", "://canvas\t.", 1),
+    "a space in the authority": lambda url: url.replace("://", "://canvas .", 1),
+    "a trailing tab": lambda url: url + "\t",
+    "a trailing newline": lambda url: url + "\n",
+}
+
+
+@pytest.mark.parametrize("which", ["lineitem", "lineitems"])
+@pytest.mark.parametrize("bent", list(UNCALLABLE_URLS))
+async def test_a_launch_whose_ags_url_no_client_could_call_is_refused(
+    client: httpx.AsyncClient, context: AppContext, room: RemoteClass, bent: str, which: str
+) -> None:
+    """Signed by the platform, but naming a line item httpx would refuse (or quote into
+    another URL) when delivering: refused at launch with 422, not a 500, nothing kept."""
+    claims = genuine_claims(room, room.learners[0])
+    endpoint = claims[AGS_ENDPOINT]
+    claims[AGS_ENDPOINT] = {**endpoint, which: UNCALLABLE_URLS[bent](endpoint[which])}
+
+    response = await post_launch(client, room, platform_signed(room, claims))
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.json()["code"] == "invalid_id_token"
+    assert await launches_kept(context) == 0

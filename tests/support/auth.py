@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 
 from joserfc import jwt
@@ -11,6 +13,8 @@ ADMIN_KEY = "test-admin-key-0123456789"
 EVENTS_KEY = "test-events-key-0123456789"
 PASSBACK_KEY = "test-passback-key-0123456789"
 TEACHER_TOKEN_SECRET = "test-teacher-secret-0123456789-abcdef"
+# Seals the tool keys in test databases (PASSBACK_KEY_ENCRYPTION_KEY); new for every run.
+KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 API_KEYS = [
     {"name": "admin", "key": ADMIN_KEY, "scopes": ["admin"]},

@@ -94,8 +94,13 @@ class Classroom:
         event_type: str = "submitted",
         cause: str | None = None,
         attempt: int = 1,
+        license: str = "school_district",
+        automatic: bool = False,
+        with_submission: bool = True,
     ) -> dict[str, Any]:
-        """Formative reports the student's work: started, submitted, or updated."""
+        """Formative reports the student's work: started, submitted, or updated (with the
+        submission's time and author unless `with_submission` is False). `automatic`: the
+        formative is auto-graded with automatic passback on."""
         student = self.student(student_id)
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if event_type == "submitted":
@@ -104,13 +109,19 @@ class Classroom:
             "event_id": f"evt-{uuid.uuid4().hex}",
             "type": event_type,
             "occurred_at": now,
-            "organization": {"id": "org-1", "license": "school_district"},
+            "organization": {"id": "org-1", "license": license},
             "formative": {
                 "id": self.formative_id,
                 "title": "Fractions quiz",
-                "auto_passback": False,
+                "auto_passback": automatic,
                 "teacher_ids": self.teacher_ids,
-                "questions": [{"id": "q1", "points": number(self.max_score), "grading": "manual"}],
+                "questions": [
+                    {
+                        "id": "q1",
+                        "points": number(self.max_score),
+                        "grading": "auto" if automatic else "manual",
+                    }
+                ],
             },
             "student": {"id": student_id, "class_id": self.class_id, "name": student.name},
             "attempt": attempt,
@@ -120,7 +131,7 @@ class Classroom:
         }
         if cause is not None:
             event["cause"] = cause
-        if student_id in self.submitted_at:
+        if student_id in self.submitted_at and with_submission:
             event["submitted_by"] = "student"
             event["submitted_at"] = self.submitted_at[student_id]
         response = await self.api.post("/v1/submission-events", json=event, headers=EVENTS)

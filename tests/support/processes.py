@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.auth import API_KEYS, TEACHER_TOKEN_SECRET
+from tests.support.auth import API_KEYS, KEY_ENCRYPTION_KEY, TEACHER_TOKEN_SECRET
 
 PASSBACK = Path(sys.executable).with_name("passback")
 READY_TIMEOUT_SECONDS = 30.0
@@ -67,6 +67,7 @@ def service_env(
         "database_url": database_url,
         "var_dir": var_dir,
         "tool_key_dir": keys_dir,
+        "key_encryption_key": KEY_ENCRYPTION_KEY,
         "api_keys": json.dumps(api_keys if api_keys is not None else API_KEYS),
         "teacher_token_secret": TEACHER_TOKEN_SECRET,
         "insecure_hosts": "127.0.0.1,localhost",
@@ -87,6 +88,7 @@ class ServiceProcess:
     log_path: Path
     process: subprocess.Popen[bytes]
     extra_args: tuple[str, ...] = ()
+    cwd: Path | None = None
     starts: int = 1
     _log_handle: Any = field(default=None, repr=False)
 
@@ -134,6 +136,7 @@ class ServiceProcess:
             port=self.port,
             extra_args=self.extra_args,
             ready_timeout=ready_timeout,
+            cwd=self.cwd,
         )
         again.starts = self.starts + 1
         return again
@@ -167,17 +170,25 @@ async def start_service(
     port: int | None = None,
     extra_args: tuple[str, ...] = (),
     ready_timeout: float = READY_TIMEOUT_SECONDS,
+    cwd: Path | None = None,
 ) -> ServiceProcess:
-    """Start `passback serve` and return once `/readyz` answers 200 (raises with the log's
-    tail if it exits or is not ready in time)."""
+    """Start `passback serve` (in `cwd`, default the test's) and return once `/readyz` answers
+    200 (raises with the log's tail if it exits or is not ready in time)."""
     port = port or free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_handle = log_path.open("ab")
     command = [str(PASSBACK), "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
     process = subprocess.Popen(
-        command, env=env, stdout=log_handle, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        env=env,
+        cwd=cwd,
+        stdout=log_handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    service = ServiceProcess(env, port, log_path, process, extra_args, _log_handle=log_handle)
+    service = ServiceProcess(
+        env, port, log_path, process, extra_args, cwd=cwd, _log_handle=log_handle
+    )
     try:
         await wait_ready(service, timeout=ready_timeout)
     except BaseException:

@@ -6,14 +6,16 @@ import asyncio
 import json
 import secrets
 from collections.abc import Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 
-from app.config import ApiKeySetting, Settings
+from app.config import ApiKeySetting, Settings, describe_settings_error
 from app.logs import configure_logging
-from app.lti.keys import ToolKeyring, rotate
+from app.lti.keys import ToolKey
 from app.store.migrate import upgrade_to_head
+from app.tool_keys import ToolKeysError, prepare_tool_keys, rotate_tool_keys
 
 cli = typer.Typer(help="passback: Formative → Canvas grade passback over LTI 1.3 AGS.")
 keys_cli = typer.Typer(help="The tool's signing keys.")
@@ -24,8 +26,25 @@ cli.add_typer(platforms_cli, name="platforms")
 DEV_KEY_FILE = "dev-api-key"
 
 
+def _refuse(message: str) -> NoReturn:
+    """Stop with one line naming the problem (no traceback) and a non-zero exit."""
+    typer.echo(f"passback: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def _settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        _refuse(describe_settings_error(exc))
+
+
+def _tool_keys(settings: Settings) -> list[ToolKey]:
+    """The keys this instance will sign with (current first), or a one-line refusal."""
+    try:
+        return asyncio.run(prepare_tool_keys(settings))
+    except ToolKeysError as exc:
+        _refuse(str(exc))
 
 
 def development_api_key(settings: Settings) -> str:
@@ -81,8 +100,11 @@ def serve(
 ) -> None:
     """Run the API (and, by default, delivery workers) after migrating the database."""
     settings = _settings()
+    if refusal := settings.refusal_to_serve():
+        _refuse(refusal)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     upgrade_to_head(settings.database_url)
+    _tool_keys(settings)
     settings, dev_key = _with_development_key(settings)
     settings = settings.model_copy(update={"run_workers": workers})
     from app.serve import run_service
@@ -105,7 +127,10 @@ def worker(
 ) -> None:
     """Run delivery workers only (no HTTP API), so API and workers scale separately."""
     settings = _settings()
+    if refusal := settings.refusal_to_sign():
+        _refuse(refusal)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    _tool_keys(settings)
     from app.serve import run_workers_only
 
     _run_server(run_workers_only(settings, metrics_host=metrics_host, metrics_port=metrics_port))
@@ -133,21 +158,26 @@ def demo(
 
 @keys_cli.command("rotate")
 def keys_rotate() -> None:
-    """Make a new current signing key; the old one stays published in the JWKS."""
+    """Make a new current signing key for every instance; the old one stays published."""
     settings = _settings()
-    keyring = rotate(settings.keys_dir)
-    typer.echo(f"current key: {keyring.current.kid}")
-    for key in keyring.previous:
+    try:
+        current, *previous = asyncio.run(rotate_tool_keys(settings))
+    except ToolKeysError as exc:
+        _refuse(str(exc))
+    typer.echo(f"current key: {current.kid}")
+    for key in previous:
         typer.echo(f"still published: {key.kid}")
-    typer.echo("restart running instances to sign with the new key")
+    typer.echo(
+        f"running instances sign with it within {settings.tool_key_refresh_seconds:g} s"
+        " (PASSBACK_TOOL_KEY_REFRESH_SECONDS)"
+    )
 
 
 @keys_cli.command("show")
 def keys_show() -> None:
     """Print the public JWKS (what /.well-known/jwks.json serves)."""
-    settings = _settings()
-    keyring = ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
-    typer.echo(json.dumps(keyring.jwks(), indent=2))
+    keys = _tool_keys(_settings())
+    typer.echo(json.dumps({"keys": [key.public_jwk() for key in keys]}, indent=2))
 
 
 @platforms_cli.command("add")

@@ -6,6 +6,9 @@ no module-level state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import socket
 import ssl
 import uuid
@@ -26,6 +29,9 @@ from app.lti.keys import ToolKeyring
 from app.lti.tokens import TokenCache
 from app.metrics import Metrics
 from app.store.db import create_engine, create_session_factory
+from app.tool_keys import key_encryption_key, load_keys, refresh_keyring
+
+log = logging.getLogger("passback.keys")
 
 AGS_HTTP_CLIENTS = 16
 AGS_CONNECTIONS_PER_CLIENT = 16
@@ -64,6 +70,7 @@ class AppContext:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     keyring: ToolKeyring
+    """The tool's signing keys; empty until `load_tool_keys` (unless from a key file)."""
     http: httpx.AsyncClient
     jwks: JwksCache
     clock: Clock = utc_now
@@ -80,6 +87,7 @@ class AppContext:
     ags: AgsClient = field(init=False)
     events: EventIntake = field(init=False)
     """Submission events in, written in batches."""
+    _following_keys: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         insecure_hosts = self.settings.insecure_hosts
@@ -115,7 +123,11 @@ class AppContext:
     def build(cls, settings: Settings, *, clock: Clock = utc_now) -> AppContext:
         engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
         http = outbound_http_client(settings)
-        keyring = ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
+        keyring = (
+            ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
+            if settings.tool_key_file is not None
+            else ToolKeyring()  # from the database: load_tool_keys
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -126,7 +138,40 @@ class AppContext:
             clock=clock,
         )
 
+    async def load_tool_keys(self) -> None:
+        """Read the signing keys from the database (a first start imports `var/keys` or makes
+        one). Raises ToolKeysError (one line) without a usable key-encryption key."""
+        if self.settings.tool_key_file is not None:
+            return
+        keys = await load_keys(
+            self.sessions,
+            key_encryption_key(self.settings),
+            keys_dir=self.settings.keys_dir,
+            now=self.clock(),
+        )
+        self.keyring.replace(keys)
+
+    def follow_tool_keys(self) -> None:
+        """Re-read the keys every `tool_key_refresh_seconds`, so a rotation made through
+        another instance is signed with and published here too (until `close`)."""
+        if self.settings.tool_key_file is None and self._following_keys is None:
+            self._following_keys = asyncio.create_task(self._follow_tool_keys())
+
+    async def _follow_tool_keys(self) -> None:
+        kek = key_encryption_key(self.settings)
+        while True:
+            await asyncio.sleep(self.settings.tool_key_refresh_seconds)
+            try:
+                if await refresh_keyring(self.keyring, self.sessions, kek):
+                    log.info("tool keys changed: signing with %s", self.keyring.current.kid)
+            except Exception as exc:  # the database away for a moment: keep the keys we have
+                log.warning("cannot re-read the tool keys: %s", exc)
+
     async def close(self) -> None:
+        if self._following_keys is not None:
+            self._following_keys.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following_keys
         for client in self.ags_http:
             await client.aclose()
         await self.http.aclose()

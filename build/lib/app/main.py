@@ -33,6 +33,9 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = context is None
         app.state.context = context or AppContext.build(settings)
+        if owned:
+            await app.state.context.load_tool_keys()
+            app.state.context.follow_tool_keys()
         workers = DeliveryEngine(app.state.context) if settings.run_workers else None
         if workers is not None:
             await workers.start()

@@ -110,6 +110,8 @@ async def run_workers_only(
     """Deliver jobs until SIGINT/SIGTERM; then finish or release. With `metrics_port`, serve
     /metrics and /healthz there (app.worker_http), nothing else."""
     context = AppContext.build(settings)
+    await context.load_tool_keys()
+    context.follow_tool_keys()
     engine = DeliveryEngine(context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """passback_jobs.origin: the AGS host of each job, so delivery lanes claim per host
 
 Revision ID: 0007
-Revises: 0001
+Revises: 0008
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0001"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

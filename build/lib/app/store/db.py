@@ -25,8 +25,14 @@ PG_POOL_TIMEOUT_SECONDS = 5
 PG_COMMAND_TIMEOUT_SECONDS = 5
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine tuned for the dialect: WAL and a busy timeout on SQLite."""
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    command_timeout: float | None = PG_COMMAND_TIMEOUT_SECONDS,
+) -> AsyncEngine:
+    """An async engine tuned for the dialect: WAL and a busy timeout on SQLite; on PostgreSQL
+    statements give up after `command_timeout` seconds (None: never, for migrations)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -47,7 +53,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_timeout=PG_POOL_TIMEOUT_SECONDS,
         connect_args={
             "timeout": PG_CONNECT_TIMEOUT_SECONDS,
-            "command_timeout": PG_COMMAND_TIMEOUT_SECONDS,
+            "command_timeout": command_timeout,
         },
     )
 

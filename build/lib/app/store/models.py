@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -296,3 +297,17 @@ class JobAttempt(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[PassbackJob] = relationship(back_populates="attempts", lazy="raise")
+
+
+class ToolKeyRecord(Base):
+    """One of the tool's RSA signing keys, shared by every instance. The newest row is the
+    current key; the one before it stays published in the JWKS (rotation)."""
+
+    __tablename__ = "tool_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kid: Mapped[str] = mapped_column(String(64), unique=True)
+    """The RFC 7638 thumbprint of the public key."""
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    """The private key's PEM, encrypted with the key-encryption key (app.store.tool_keys)."""
+    created_at: Mapped[datetime]
