@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 from sqlalchemy import (
     Integer,
@@ -27,20 +26,20 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, make_transient_to_detached
 
-from app.store.models import JobAttempt, JobKind, JobStatus, PassbackJob, PassbackMode
+from app.store.models import (
+    JobAttempt,
+    JobKind,
+    JobStatus,
+    PassbackJob,
+    PassbackMode,
+    job_origin,
+)
 from app.store.types import ExactDecimal
 
 
 def pair_key(lineitem_url: str, lti_user_id: str) -> str:
     """One key per (Canvas line item, student): deliveries for a pair are serialised on it."""
     return hashlib.sha256(f"{lineitem_url}\n{lti_user_id}".encode()).hexdigest()
-
-
-def job_origin(lineitem_url: str) -> str:
-    """``scheme://host[:port]`` of a line item, lower-cased: the AGS host that takes its score
-    (each host of a registration has its own delivery lane)."""
-    parts = urlsplit(lineitem_url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 @dataclass(frozen=True)
