@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import tempfile
@@ -45,9 +46,8 @@ from app.delivery import DeliveryEngine
 from app.lti.ags import MEDIA_SCORE, Score, score_payload
 from app.lti.keys import write_new_key
 from app.lti.tokens import DELIVERY_SCOPES
-from app.store.jobs import job_origin
 from app.store.migrate import upgrade_to_head_async
-from app.store.models import JobStatus, PassbackJob, Platform
+from app.store.models import JobStatus, PassbackJob, Platform, job_origin
 from bench.delivery import Sandbox, enqueue_all, seed_course, token_grants
 from tests.support import databases
 
@@ -67,6 +67,8 @@ class Run:
     per_host: dict[str, float]
     """Scores/s of each host, from the start to its last delivery."""
     groups: int
+    lanes: str = ""
+    """Each host's final limits: its own, its group's; and its smoothed round trip."""
 
     @property
     def rate(self) -> float:
@@ -97,6 +99,7 @@ async def host_rates(
         return {
             str(origin): count / max(1e-9, (last - started).total_seconds())
             for origin, count, last in rows
+            if last is not None
         }
 
 
@@ -163,6 +166,10 @@ async def scenario(
         if call["path"].startswith("/api/lti/")
     ]
     bucket_map = engine.bucket_map(platform.id)
+    lanes = ", ".join(
+        f"{lane.limit:.0f}/{lane.group.limit:.1f} {1000 * lane.latency:.0f} ms"
+        for lane in (bucket_map.hosts.values() if bucket_map else ())
+    )
     return Run(
         name=name,
         delivered=counts[JobStatus.delivered],
@@ -173,6 +180,7 @@ async def scenario(
         cpu_seconds=cpu,
         per_host={origin: rate for origin, rate in rates.items() if origin in healthy},
         groups=len(bucket_map.groups()) if bucket_map else 0,
+        lanes=lanes,
     )
 
 
@@ -252,6 +260,7 @@ def line(run: Run) -> str:
         f"scores/s; throttled {run.throttled}/{run.calls} = {100 * run.throttled_share:.2f}% "
         f"of AGS calls; tokens {run.tokens}; bucket groups {run.groups}; CPU per score "
         f"{run.cpu_ms_per_score:.2f} ms"
+        + (f"; limits host/group, round trip: {run.lanes}" if run.lanes else "")
     )
 
 
@@ -270,8 +279,10 @@ async def main(arguments: argparse.Namespace) -> None:
         insecure_hosts=["127.0.0.1"],
         database_pool_size=20,
         log_json=False,
+        key_encryption_key=base64.b64encode(os.urandom(32)).decode(),
     )
     context = AppContext.build(settings)
+    await context.load_tool_keys()
     try:
         await sandbox.wait_ready()
         print(
@@ -281,6 +292,9 @@ async def main(arguments: argparse.Namespace) -> None:
             f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
         hosts = sandbox.hosts
+        if arguments.only_b:
+            print(line(await scenario("B 4 clusters", sandbox, context, arguments, hosts)))
+            return
         one = await scenario("A 1 cluster", sandbox, context, arguments, hosts[:1])
         print(line(one), flush=True)
         four = await scenario("B 4 clusters", sandbox, context, arguments, hosts)
@@ -334,6 +348,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--students", type=int, default=100)
     parser.add_argument("--assignments", type=int, default=12, help="a multiple of 4")
     parser.add_argument("--latency-ms", type=int, default=300)
+    parser.add_argument("--only-b", action="store_true", help="scenario B alone (development)")
     return parser.parse_args()
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import socket
@@ -241,6 +242,7 @@ async def main(arguments: argparse.Namespace) -> None:
         insecure_hosts=["127.0.0.1"],
         database_pool_size=20,
         log_json=False,
+        key_encryption_key=base64.b64encode(os.urandom(32)).decode(),
     )
     context = AppContext.build(settings)
     await context.load_tool_keys()

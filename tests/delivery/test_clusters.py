@@ -13,8 +13,7 @@ from typing import Any
 from app.context import AppContext
 from app.delivery import DeliveryEngine
 from app.delivery.lanes import JOBS_PER_SLOT
-from app.store.jobs import job_origin
-from app.store.models import JobStatus
+from app.store.models import JobStatus, job_origin
 from tests.lti.world import World, make_world, quick_policy
 from tests.support.sandbox import CanvasHost, RunningSandbox
 
