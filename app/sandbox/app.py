@@ -90,6 +90,6 @@ def create_sandbox_app(
     # Faults run inside the throttle: an injected delay holds its request's up-front
     # reservation, as a slow Canvas request does.
     app.add_middleware(FaultMiddleware, plan=state.faults)
-    app.add_middleware(ThrottleMiddleware, throttle=state.throttle)
+    app.add_middleware(ThrottleMiddleware, throttle=state.throttle, cluster_of=state.cluster_of)
     app.add_middleware(RequestLogMiddleware, log=state.request_log, clock=state.clock)
     return app

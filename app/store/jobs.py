@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -26,7 +26,14 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, make_transient_to_detached
 
-from app.store.models import JobAttempt, JobKind, JobStatus, PassbackJob, PassbackMode
+from app.store.models import (
+    JobAttempt,
+    JobKind,
+    JobStatus,
+    PassbackJob,
+    PassbackMode,
+    job_origin,
+)
 from app.store.types import ExactDecimal
 
 
@@ -37,7 +44,8 @@ def pair_key(lineitem_url: str, lti_user_id: str) -> str:
 
 @dataclass(frozen=True)
 class NewJob:
-    """Everything needed to deliver one score later, without the launch or the event."""
+    """Everything needed to deliver one score later, without the launch or the event.
+    (`origin` follows from `lineitem_url`.)"""
 
     kind: JobKind
     platform_id: str
@@ -59,6 +67,10 @@ class NewJob:
     batch_id: str | None = None
     event_id: str | None = None
     acting_teacher_id: str | None = None
+    origin: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin", job_origin(self.lineitem_url))
 
 
 def fresh_job_state(now: datetime, deadline: timedelta) -> dict[str, Any]:
@@ -238,27 +250,55 @@ _attempts = cast(Table, JobAttempt.__table__)
 LEASE_EXPIRED = "lease_expired"
 
 
+_PLATFORMS_WITH_PENDING_JOBS = text(
+    """
+    WITH RECURSIVE lanes(platform_id) AS (
+        SELECT (SELECT platform_id FROM passback_jobs
+                WHERE status = :pending ORDER BY platform_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.platform_id FROM passback_jobs j
+                WHERE j.status = :pending AND j.platform_id > lanes.platform_id
+                ORDER BY j.platform_id LIMIT 1)
+        FROM lanes WHERE lanes.platform_id IS NOT NULL
+    )
+    SELECT platform_id FROM lanes WHERE platform_id IS NOT NULL
+    """
+)
+_ORIGINS_WITH_PENDING_JOBS = text(
+    """
+    WITH RECURSIVE hosts(origin) AS (
+        SELECT (SELECT origin FROM passback_jobs
+                WHERE status = :pending AND platform_id = :platform ORDER BY origin LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.origin FROM passback_jobs j
+                WHERE j.status = :pending AND j.platform_id = :platform
+                  AND j.origin > hosts.origin
+                ORDER BY j.origin LIMIT 1)
+        FROM hosts WHERE hosts.origin IS NOT NULL
+    )
+    SELECT origin FROM hosts WHERE origin IS NOT NULL
+    """
+)
+
+
 async def platforms_with_pending_jobs(session: AsyncSession) -> list[str]:
     """Ids of the platforms that have pending jobs (due or not): a skip scan over
-    ix_passback_jobs_platform_due, one index probe per platform rather than per job."""
-    rows = await session.execute(
-        text(
-            """
-            WITH RECURSIVE lanes(platform_id) AS (
-                SELECT (SELECT platform_id FROM passback_jobs
-                        WHERE status = :pending ORDER BY platform_id LIMIT 1)
-                UNION ALL
-                SELECT (SELECT j.platform_id FROM passback_jobs j
-                        WHERE j.status = :pending AND j.platform_id > lanes.platform_id
-                        ORDER BY j.platform_id LIMIT 1)
-                FROM lanes WHERE lanes.platform_id IS NOT NULL
-            )
-            SELECT platform_id FROM lanes WHERE platform_id IS NOT NULL
-            """
-        ),
-        {"pending": JobStatus.pending.value},
-    )
+    ix_passback_jobs_lane_due, one index probe per platform rather than per job."""
+    rows = await session.execute(_PLATFORMS_WITH_PENDING_JOBS, {"pending": JobStatus.pending.value})
     return [str(row[0]) for row in rows]
+
+
+async def lanes_with_pending_jobs(session: AsyncSession) -> list[tuple[str, str]]:
+    """(platform id, origin) of every delivery lane that has pending jobs (due or not): skip
+    scans over ix_passback_jobs_lane_due, one index probe per lane rather than per job."""
+    lanes: list[tuple[str, str]] = []
+    for platform_id in await platforms_with_pending_jobs(session):
+        rows = await session.execute(
+            _ORIGINS_WITH_PENDING_JOBS,
+            {"pending": JobStatus.pending.value, "platform": platform_id},
+        )
+        lanes.extend((platform_id, str(row[0])) for row in rows)
+    return lanes
 
 
 async def claim_jobs(
@@ -269,8 +309,10 @@ async def claim_jobs(
     now: datetime,
     lease: timedelta,
     limit: int,
+    origin: str | None = None,
 ) -> ClaimedJobs:
-    """Lease up to `limit` due pending jobs of one platform, oldest due first.
+    """Lease up to `limit` due pending jobs of one platform (of its AGS host `origin`, when
+    given: one delivery lane), oldest due first.
 
     A job is skipped while another job of its pair is in flight or an older one of its pair is
     still pending (deliveries of a pair go one at a time, in order). On PostgreSQL the
@@ -289,11 +331,14 @@ async def claim_jobs(
         elder.status == JobStatus.pending,
         elder.id < PassbackJob.id,
     )
+    lane = [PassbackJob.platform_id == platform_id]
+    if origin is not None:
+        lane.append(PassbackJob.origin == origin)
     candidates = (
         select(PassbackJob.id)
         .where(
             PassbackJob.status == JobStatus.pending,
-            PassbackJob.platform_id == platform_id,
+            *lane,
             PassbackJob.next_attempt_at <= now,
             ~sibling_in_flight,
             ~elder_pending,
