@@ -363,10 +363,69 @@ async def claim_jobs(
         .returning(PassbackJob.id),
         execution_options={"synchronize_session": False},
     )
-    jobs, unreadable = await read_jobs(session, list(claimed_ids.all()))
+    job_ids = list(claimed_ids.all())
+    superseded = await _supersede_claimed_by_newer_pending(session, job_ids, now=now)
+    if superseded:
+        # Their newer jobs can go now (this transaction sees its own writes).
+        more = await claim_jobs(
+            session,
+            platform_id=platform_id,
+            owner=owner,
+            now=now,
+            lease=lease,
+            limit=len(superseded),
+            origin=origin,
+        )
+        kept = [job_id for job_id in job_ids if job_id not in superseded]
+        jobs, unreadable = await read_jobs(session, kept)
+        if unreadable:
+            await quarantine_jobs(session, unreadable, now=now)
+        return ClaimedJobs(jobs + more.jobs, unreadable + more.quarantined)
+    jobs, unreadable = await read_jobs(session, job_ids)
     if unreadable:
         await quarantine_jobs(session, unreadable, now=now)
     return ClaimedJobs(jobs, unreadable)
+
+
+async def _supersede_claimed_by_newer_pending(
+    session: AsyncSession, job_ids: Sequence[int], *, now: datetime
+) -> set[int]:
+    """A newer pending job of a claimed job's pair supersedes it, and every other older
+    pending one of the pair (SPEC §2.5), before anything is sent: `enqueue_job` supersedes
+    only the jobs it can see, so an automatic grade and a manual send committed at the same
+    moment (the intake's statement takes no pair lock) may leave two pending. Newer is queued
+    later (the higher id). The claim still takes the eldest pending job of a pair first, so
+    concurrent claimers keep at most one delivery of a pair in flight. Returns the claimed
+    jobs superseded (no longer leased)."""
+    if not job_ids:
+        return set()
+    newest = aliased(PassbackJob)
+    claimed = aliased(PassbackJob)
+    newest_pending = (
+        select(func.max(newest.id))
+        .where(newest.pair_key == PassbackJob.pair_key, newest.status == JobStatus.pending)
+        .scalar_subquery()
+    )
+    superseded = await session.scalars(
+        update(PassbackJob)
+        .where(
+            PassbackJob.pair_key.in_(select(claimed.pair_key).where(claimed.id.in_(job_ids))),
+            or_(PassbackJob.status == JobStatus.pending, PassbackJob.id.in_(job_ids)),
+            PassbackJob.id < newest_pending,
+        )
+        .values(
+            status=JobStatus.superseded,
+            superseded_by=newest_pending,
+            outcome_code="superseded",
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+            finished_at=now,
+        )
+        .returning(PassbackJob.id),
+        execution_options={"synchronize_session": False},
+    )
+    return set(superseded.all()).intersection(job_ids)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
 from app.context import AppContext
@@ -328,3 +329,80 @@ async def test_twenty_concurrent_sends_leave_one_pending_job_per_student(
         assert all(job.status == "superseded" and job.superseded_by for job in older)
         stamps = [job.score_timestamp for job in mine]
         assert stamps == sorted(set(stamps)), "strictly increasing in the order queued"
+
+
+# --- An automatic grade and a manual send at the same moment --------------------------------
+
+
+async def _hold_student_work_row(context: AppContext, classroom: Classroom) -> AsyncConnection:
+    """Lock the student's work row (PostgreSQL), so the intake's statement, once its snapshot
+    is taken, waits on it; a send is not held up (it only reads that row)."""
+    holder = await context.engine.connect()
+    await holder.execute(
+        text(
+            "SELECT 1 FROM student_work WHERE formative_id = :f AND student_id = 's-1' FOR UPDATE"
+        ),
+        {"f": classroom.formative_id},
+    )
+    return holder
+
+
+async def _intake_waits_on_a_lock(context: AppContext) -> bool:
+    async with context.engine.connect() as probe:
+        waiting = await probe.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%submission_events%'"
+            )
+        )
+    return bool(waiting)
+
+
+async def test_an_automatic_grade_and_a_manual_send_at_the_same_moment_land_one_grade(
+    classroom: Classroom, context: AppContext
+) -> None:
+    await classroom.launch("s-1")
+    await classroom.work("s-1", "5")
+    await classroom.sandbox.admin.clear_requests()
+
+    postgresql = context.engine.dialect.name == "postgresql"
+    holder = await _hold_student_work_row(context, classroom) if postgresql else None
+    try:
+        automatic = asyncio.create_task(classroom.work("s-1", "9", automatic=True))
+        if holder is not None:
+            # The intake's one statement has its snapshot and waits: the send commits before
+            # it, and neither sees the other's job (the intake takes no pair lock).
+            for _ in range(500):
+                if await _intake_waits_on_a_lock(context):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the intake never reached the held row")
+        manual = asyncio.create_task(
+            send(
+                classroom,
+                {"select": {"student_ids": ["s-1"]}, "overrides": {"s-1": {"points": 15}}},
+            )
+        )
+        if holder is not None:
+            await manual
+            await holder.rollback()
+    finally:
+        if holder is not None:
+            await holder.close()
+    event, answer = await asyncio.gather(automatic, manual)
+    assert event["decision"] == "queued"
+    assert len(answer["jobs"]) == 1
+
+    await deliver_all(context)
+
+    jobs = await jobs_of(context, "s-1")
+    assert len(jobs) == 2
+    newer = max(jobs, key=lambda job: job.id)
+    older = min(jobs, key=lambda job: job.id)
+    assert (newer.status, older.status) == ("delivered", "superseded")
+    assert older.superseded_by == newer.id
+    assert older.attempt_count == 0, "the older grade was never sent"
+    posts = await classroom.sandbox.admin.requests(path_contains="/scores", method="POST")
+    assert len(posts) == 1, "exactly one grade went to Canvas"
+    assert await classroom.gradebook_score("s-1") == newer.score_given

@@ -167,6 +167,33 @@ async def test_a_job_leased_by_a_dead_worker_is_delivered_by_another(
     )
 
 
+async def test_a_grade_whose_lease_ran_out_after_a_newer_one_was_queued_is_not_sent_again(
+    world: World, engine: DeliveryEngine
+) -> None:
+    student = world.students[0]
+    older = await world.enqueue(student, score=3)
+    async with transaction(world.context.sessions) as session:
+        await job_store.claim_jobs(
+            session,
+            platform_id=world.platform.id,
+            owner="worker-that-dies",
+            now=world.clock(),
+            lease=timedelta(seconds=60),
+            limit=10,
+        )
+    newer = await world.enqueue(student, score=9, timestamp=world.clock())
+    assert (await world.job(older)).status == JobStatus.in_flight, "enqueueing leaves it"
+
+    world.clock.advance(61)  # the older job goes back to pending beside the newer one
+    await world.settle(engine)
+
+    job = await world.job(older)
+    assert (job.status, job.superseded_by) == (JobStatus.superseded, newer)
+    assert [a.outcome for a in await world.attempts(older)] == ["lease_expired"]
+    assert (await world.job(newer)).status == JobStatus.delivered
+    assert (await world.cell(student))["score"] == "9"
+
+
 def worker_environment(settings: Settings) -> dict[str, str]:
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith("PASSBACK_")
