@@ -79,6 +79,7 @@ class LineItemPoints:
     gone, or another stable failure code (the platform could not be asked or refused).
     `grades` is None when the Results service was not read or could not be
     (`grades_problem` says why: `scope_not_granted` when the key lacks result.readonly).
+    `title` comes with the same read as the points (no extra request).
     """
 
     points: Decimal | None
@@ -86,10 +87,18 @@ class LineItemPoints:
     message: str | None = None
     grades: Mapping[str, Result] | None = None
     grades_problem: str | None = None
+    title: str | None = None
+    """The assignment's name: the line item's `label`, when read and not blank."""
 
 
 LineItemReader = Callable[[Platform, str], Awaitable[LineItemPoints]]
 """Reads one line item of one platform: (platform, line item URL) → its points and grades."""
+
+
+def assignment_title(label: str | None) -> str | None:
+    """A line item's label as the assignment's name; None when absent or blank."""
+    title = " ".join(label.split()) if label else ""
+    return title or None
 
 
 def canvas_line_item_reader(context: AppContext) -> LineItemReader:
@@ -100,16 +109,20 @@ def canvas_line_item_reader(context: AppContext) -> LineItemReader:
             line_item = await context.ags.read_line_item(platform, lineitem_url)
         except AgsError as exc:
             return LineItemPoints(None, exc.code, exc.outcome.message)
+        title = assignment_title(line_item.label)
         if line_item.points is None:
             return LineItemPoints(
-                None, FailureCode.canvas_points_missing, "the line item has no scoreMaximum"
+                None,
+                FailureCode.canvas_points_missing,
+                "the line item has no scoreMaximum",
+                title=title,
             )
         try:
             results = await context.ags.read_results(platform, lineitem_url)
         except AgsError as exc:
-            return LineItemPoints(line_item.points, grades_problem=exc.code)
+            return LineItemPoints(line_item.points, grades_problem=exc.code, title=title)
         grades = {result.user_id: result for result in results}
-        return LineItemPoints(line_item.points, grades=grades)
+        return LineItemPoints(line_item.points, grades=grades, title=title)
 
     return read
 
@@ -180,6 +193,10 @@ class PreviewRow(BaseModel):
         description="From events or PUT /v1/formatives/{id}; None when unknown (never the id)."
     )
     launched: bool = Field(description="The student opened the formative from Canvas.")
+    lineitem_url: str | None = Field(
+        description="The Canvas assignment (line item) a send goes to: one of the class's "
+        "`lineitems`; None when the student has not launched from one."
+    )
     score: JsonDecimal | None = Field(description="The Formative score.")
     max_score: JsonDecimal | None = Field(description="The Formative maximum.")
     percent: JsonDecimal | None = Field(description="score ÷ maximum, in percent (2 places).")
@@ -230,6 +247,10 @@ class PreviewLineItem(BaseModel):
     """A Canvas assignment (line item) the class's students launched from."""
 
     lineitem_url: str
+    title: str | None = Field(
+        description="The Canvas assignment's name (the line item's label, read with its "
+        "points); None when it could not be read or is blank."
+    )
     canvas_points: JsonDecimal | None
     problem_code: str | None = Field(description="Why the points are unknown (a stable code).")
     problem_message: str | None = Field(description="The platform's own words, verbatim.")
@@ -387,6 +408,7 @@ def _row(entry: store.RosterEntry, facts: _RowFacts) -> PreviewRow:
         student_id=entry.student_id,
         student_name=entry.name,
         launched=entry.launch is not None,
+        lineitem_url=(entry.launch.lineitem_url or None) if entry.launch is not None else None,
         score=score,
         max_score=max_score,
         percent=percent(score, max_score) if score is not None and max_score is not None else None,
@@ -476,6 +498,7 @@ async def build_preview(
                 group.lineitems.append(
                     PreviewLineItem(
                         lineitem_url=lineitem_url,
+                        title=read.title,
                         canvas_points=read.points,
                         problem_code=read.problem,
                         problem_message=read.message,

@@ -155,3 +155,38 @@ async def test_a_concluded_course_is_a_refusal_of_the_class(classroom: Classroom
 
     assert group["refusal"]["code"] == "course_concluded"
     assert "Reopen the course" in group["refusal"]["message"]
+
+
+async def test_each_class_names_its_canvas_assignment_from_the_line_item_read_for_its_points(
+    classroom: Classroom,
+) -> None:
+    await everyone_launched_and_submitted(classroom, "7", "8.5", "10")
+    await classroom.sandbox.admin.clear_requests()
+
+    body = await preview(classroom)
+
+    (group,) = body["classes"]
+    (line_item,) = group["lineitems"]
+    assert line_item["title"] == "Fractions quiz"
+    assert as_decimal(line_item["canvas_points"]) == 20
+    assert {row["lineitem_url"] for row in group["rows"]} == {line_item["lineitem_url"]}
+    reads = await classroom.sandbox.admin.requests(path_contains="/line_items/", method="GET")
+    assert len(reads) == 2, "the title comes with the points: no extra read"
+
+
+async def test_a_blank_assignment_label_or_an_unread_line_item_leaves_the_title_unknown(
+    classroom: Classroom,
+) -> None:
+    await everyone_launched_and_submitted(classroom, "7", "8.5", "10")
+    with classroom.sandbox.state.lock:
+        classroom.sandbox.state.line_items[str(classroom.world["line_item_id"])].label = "  "
+
+    blank = await preview(classroom)
+    await classroom.sandbox.admin.update_developer_key(classroom.world["client_id"], active=False)
+    refused = await preview(classroom)
+
+    (line_item,) = blank["classes"][0]["lineitems"]
+    assert line_item["title"] is None
+    assert as_decimal(line_item["canvas_points"]) == 20, "the rest of the read still counts"
+    (line_item,) = refused["classes"][0]["lineitems"]
+    assert (line_item["title"], line_item["problem_code"]) == (None, "developer_key_inactive")

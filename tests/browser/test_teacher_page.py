@@ -405,6 +405,8 @@ async def test_the_confirmation_says_what_goes_where_and_warns_before_anything_i
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing")
     classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    await describe_formative(api, classroom, "Period 1")
+    course = sandbox.state.course(classroom.course_id).name
     ada, grace, alan = classroom.students
     for student in classroom.students:
         await classroom.launch(student.student_id)
@@ -415,15 +417,18 @@ async def test_the_confirmation_says_what_goes_where_and_warns_before_anything_i
     page.on("request", lambda request: requested.append(request))
     await open_page(page, service, classroom)
 
+    await expect(page.locator('[data-role="assignment"]')).to_have_text(
+        "Canvas assignment: “Fractions quiz” (20 points)"
+    )
     await page.get_by_label(f"Send {alan.name}").check()
     await page.get_by_label(f"Override for {ada.name}").fill("120")
     await page.get_by_role("button", name=SEND).click()
 
     dialog = page.get_by_role("dialog", name="Send these grades to Canvas?")
     await expect(dialog).to_be_visible()
-    summary = dialog.locator("#confirm-summary")
-    await expect(summary).to_contain_text("3 grades to")
-    await expect(summary).to_contain_text("its Canvas assignment, worth 20 points")
+    await expect(dialog.locator('[data-role="goes-to"]')).to_have_text(
+        [f"3 grades → “Fractions quiz” (20 points) in Period 1, {course}"]
+    )
     warnings = dialog.locator("#confirm-warnings")
     await expect(warnings).to_contain_text("1 grade above 100 %")
     await expect(warnings).to_contain_text(f"(extra credit): {ada.name}")
@@ -659,10 +664,13 @@ async def test_the_confirmation_names_a_class_canvas_refuses_and_the_others_are_
     await open_page(page, service, open_class)
 
     await expect(page.locator('[data-role="refusal"]')).to_have_count(1)
+    open_title = page.locator(f'section[data-class-id="{open_class.class_id}"] h2')
     await page.get_by_role("button", name=SEND).click()
     dialog = page.get_by_role("dialog", name="Send these grades to Canvas?")
     await expect(dialog.locator("#confirm-summary > li")).to_have_count(2)  # a class, the mode
-    await expect(dialog.locator("#confirm-summary")).to_contain_text("2 grades to")
+    await expect(dialog.locator('[data-role="goes-to"]')).to_have_text(
+        [f"2 grades → “Fractions quiz” (20 points) in {await open_title.inner_text()}"]
+    )
     closed_title = page.locator(f'section[data-class-id="{closed_class.class_id}"] h2')
     await expect(dialog.locator("#confirm-warnings")).to_contain_text(
         f"Nothing goes to {await closed_title.inner_text()}: The Canvas course has concluded"
@@ -674,6 +682,33 @@ async def test_the_confirmation_names_a_class_canvas_refuses_and_the_others_are_
         assert await open_class.gradebook_score(student.student_id) == Decimal("16")
     for student in closed_class.students:
         assert await closed_class.gradebook_score(student.student_id) is None
+
+
+async def test_an_assignment_without_a_readable_name_is_the_canvas_assignment_in_the_confirmation(
+    service: ServiceProcess,
+    api: httpx.AsyncClient,
+    page: Page,
+    sandbox: RunningSandbox,
+    tool_keys_dir: Path,
+) -> None:
+    names = ("Ada Lovelace", "Grace Hopper")
+    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    await describe_formative(api, classroom, "Period 1")
+    course = sandbox.state.course(classroom.course_id).name
+    for student in classroom.students:
+        await classroom.launch(student.student_id)
+        await classroom.work(student.student_id, "8")
+    with sandbox.state.lock:  # a platform whose line item has a blank label
+        sandbox.state.line_items[str(classroom.world["line_item_id"])].label = " "
+    await open_page(page, service, classroom)
+
+    await expect(page.locator('[data-role="assignment"]')).to_have_count(0)
+    await page.get_by_role("button", name=SEND).click()
+
+    dialog = page.get_by_role("dialog", name="Send these grades to Canvas?")
+    await expect(dialog.locator('[data-role="goes-to"]')).to_have_text(
+        [f"2 grades → the Canvas assignment (20 points) in Period 1, {course}"]
+    )
 
 
 async def test_failures_after_a_send_are_told_once_per_cause(

@@ -198,6 +198,14 @@
   const allRows = () => groups().flatMap((group) => group.rows);
   const groupOf = (row) => groups().find((group) => group.rows.includes(row));
   const selectable = (row, group) => row.sendable && !group.refusal;
+  // A Canvas assignment as the teacher knows it: its name (the line item's label) and points.
+  function assignmentWords(item) {
+    const named = item && item.title ? `“${item.title}”` : "the Canvas assignment";
+    const points = item ? exact(item.canvas_points) : null;
+    if (points === null) return named;
+    const shown = number(item.canvas_points);
+    return `${named} (${shown} ${shown === "1" ? "point" : "points"})`;
+  }
   const isStale = () => state.preview === null || state.preview.mode !== state.mode || state.loadingSince !== null;
 
   function chosenRows() {
@@ -421,6 +429,10 @@
     all.indeterminate = chosen.length > 0 && chosen.length < pickable.length;
     const title = classNameOf(group);
     const course = group.course_title && group.course_title !== title ? `Canvas course: ${group.course_title}` : null;
+    const named = (group.lineitems || []).filter((item) => item.title);
+    const assignment = named.length
+      ? `Canvas assignment${named.length > 1 ? "s" : ""}: ${named.map(assignmentWords).join("; ")}`
+      : null;
     // A refusal is told once, in the teacher's words, with the platform's own beside it.
     const refusedBy = (item) => group.refusal && item.problem_code === group.refusal.code;
     const problems = (group.lineitems || []).filter((item) => item.problem_message && !refusedBy(item));
@@ -433,6 +445,7 @@
         { className: "class-head" },
         el("h2", { id: `class-title-${index}`, text: title }),
         course ? el("p", { className: "course", text: course }) : null,
+        assignment ? el("p", { className: "course", "data-role": "assignment", text: assignment }) : null,
         el("label", { for: `class-${index}`, className: "inline" }, all, ` Send the whole class (${pickable.length})`),
       ),
       group.refusal
@@ -732,17 +745,18 @@
   function openConfirmation() {
     if (sendButton.disabled) return;
     const chosen = chosenRows();
-    const summary = groups()
-      .map((group) => {
-        const rows = chosen.filter((row) => groupOf(row) === group);
-        if (!rows.length) return null;
-        const points = [...new Set(rows.map((row) => row.canvas_points).filter((value) => value !== null))];
-        const worth = points.length ? `, worth ${points.map(number).join(" or ")} points` : "";
-        const title = classNameOf(group);
-        const course = group.course_title && group.course_title !== title ? ` (Canvas course “${group.course_title}”)` : "";
-        return el("li", { text: `${plural(rows.length, "grade")} to ${title}${course}: its Canvas assignment${worth}` });
-      })
-      .filter(Boolean);
+    // How many grades go to which Canvas assignment, of which class (SPEC §2.2).
+    const summary = groups().flatMap((group) => {
+      const rows = chosen.filter((row) => groupOf(row) === group);
+      const title = classNameOf(group);
+      const where = group.course_title && group.course_title !== title ? `${title}, ${group.course_title}` : title;
+      const urls = [...new Set(rows.map((row) => row.lineitem_url))];
+      return urls.map((url) => {
+        const count = rows.filter((row) => row.lineitem_url === url).length;
+        const item = (group.lineitems || []).find((candidate) => candidate.lineitem_url === url);
+        return el("li", { "data-role": "goes-to", text: `${plural(count, "grade")} → ${assignmentWords(item)} in ${where}` });
+      });
+    });
     const mode = state.mode === "grades" ? "grades (percent of the Canvas points)" : "complete / incomplete (100 % or 0 %)";
     summary.push(el("li", { text: `What: ${mode}${byId("comment").value.trim() ? ", with your comment" : ""}.` }));
     byId("confirm-summary").replaceChildren(...summary);
