@@ -1,7 +1,7 @@
 """used id_tokens: one launch id_token binds one Formative student
 
 Revision ID: 0003
-Revises: 0008
+Revises: 0007
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import app.store.types
 
 revision: str = "0003"
-down_revision: str | None = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
