@@ -58,6 +58,7 @@ async def soak_context(
     await upgrade_to_head_async(postgres_url)
     settings = make_settings(postgres_url, tmp_path, tool_keys_dir, http_read_timeout=0.5)
     context = build_context(settings, canvas.clock)
+    await context.load_tool_keys()
     try:
         yield context
     finally:
