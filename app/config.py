@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import json
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -105,7 +104,9 @@ class Settings(BaseSettings):
     teacher_token_audience: str = "passback"
 
     tool_key_file: Path | None = Field(
-        default=None, description="PEM of the current tool private key; generated when absent."
+        default=None,
+        description="PEM of the current tool private key, managed by the operator (the "
+        "database then holds no keys; an older PEM in tool_key_dir stays published).",
     )
     tool_key_dir: Path | None = Field(
         default=None,
@@ -256,7 +257,7 @@ class Settings(BaseSettings):
             return [host.strip() for host in value.split(",") if host.strip()]
         return value
 
-    @cached_property
+    @property
     def keys_dir(self) -> Path:
         return self.tool_key_dir or self.var_dir / "keys"
 

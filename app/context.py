@@ -51,13 +51,15 @@ def new_instance_id() -> str:
 def outbound_http_client(
     settings: Settings, *, max_connections: int = 200, verify: ssl.SSLContext | bool = True
 ) -> httpx.AsyncClient:
-    """The client for calls to platforms, with the settings' timeouts and answer cap."""
+    """The client for calls to platforms: the settings' timeouts and answer cap, and
+    connections only to public addresses unless the host is an insecure host (app/lti/egress)."""
     return lti_http.outbound_http_client(
         connect_timeout=settings.http_connect_timeout,
         read_timeout=settings.http_read_timeout,
         max_answer_bytes=settings.http_max_answer_bytes,
         max_connections=max_connections,
         verify=verify,
+        insecure_hosts=settings.insecure_hosts,
     )
 
 

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
 from app.logs import request_id_var
+from app.metrics import UNMATCHED_ROUTE, Metrics
 
 log = logging.getLogger("passback.http")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -58,7 +59,9 @@ ExceptionHandlers = Mapping[Any, Callable[[Request, Any], Response | Awaitable[R
 
 
 class RequestContextMiddleware:
-    """Tags the request with an id (the caller's `X-Request-Id` when sane) and caps its body.
+    """Tags the request with an id (the caller's `X-Request-Id` when sane), caps its body, and
+    counts it in the instance's metrics by route template and status (the `Metrics` of
+    `app.state.context`, looked up on the first request).
 
     `direct_routes` are (method, path) → endpoint taking the Request: the hot path, called
     here without the router and FastAPI's per-request wrapping (their cost was most of an
@@ -79,6 +82,7 @@ class RequestContextMiddleware:
         self.body_timeout = body_timeout
         self.direct_routes = dict(direct_routes or {})
         self.exception_handlers = exception_handlers or {}
+        self._metrics: Metrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,6 +101,7 @@ class RequestContextMiddleware:
         header = (REQUEST_ID_HEADER, request_id.encode())
         started = time.perf_counter()
         answered: list[int] = []
+        endpoint: Endpoint | None = None
         try:
             if declared_length is not None and declared_length > self.max_body_bytes:
                 await self._too_large(scope, receive, send, header)
@@ -124,15 +129,30 @@ class RequestContextMiddleware:
             app = self.app if endpoint is None else self._direct(endpoint)
             await app(scope, self._limited(receive), self._tagged(send, header, answered))
         finally:
+            seconds = time.perf_counter() - started
+            metrics = self._metrics or self._find_metrics(scope)
+            if metrics is not None:
+                metrics.http_answered(
+                    scope["method"],
+                    _route_template(scope, endpoint is not None),
+                    answered[0] if answered else 0,
+                    seconds,
+                )
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "%s %s %s",
                     scope["method"],
                     scope["path"],
                     answered[0] if answered else "-",
-                    extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                    extra={"duration_ms": round(seconds * 1000, 2)},
                 )
             request_id_var.reset(token)
+
+    def _find_metrics(self, scope: Scope) -> Metrics | None:
+        app = scope.get("app")
+        context = getattr(getattr(app, "state", None), "context", None)
+        self._metrics = getattr(context, "metrics", None)
+        return self._metrics
 
     def _direct(self, endpoint: Endpoint) -> ASGIApp:
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -222,6 +242,15 @@ class RequestContextMiddleware:
         )
         response.raw_headers.append(header)
         await response(scope, receive, send)
+
+
+def _route_template(scope: Scope, direct: bool) -> str:
+    """`/v1/formatives/{formative_id}/passback`, not the id itself: bounded label values."""
+    if direct:
+        return str(scope["path"])
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED_ROUTE
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

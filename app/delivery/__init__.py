@@ -9,12 +9,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from app.delivery.engine import DeliveryEngine, EngineStats
-from app.delivery.policy import DeliveryPolicy, LanePolicy
+from app.delivery.policy import DeliveryPolicy, GroupingPolicy, LanePolicy
 
 if TYPE_CHECKING:
     from app.context import AppContext
 
-__all__ = ["DeliveryEngine", "DeliveryPolicy", "EngineStats", "LanePolicy", "wake_workers"]
+__all__ = [
+    "DeliveryEngine",
+    "DeliveryPolicy",
+    "EngineStats",
+    "GroupingPolicy",
+    "LanePolicy",
+    "wake_workers",
+]
 
 
 def wake_workers(context: AppContext) -> None:

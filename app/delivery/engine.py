@@ -1,11 +1,13 @@
 """The delivery engine: claims due jobs, runs their attempts, writes the results.
 
-One loop claims work lane by lane (one lane per platform registration, each with its own
-adaptive limit on requests in flight) while an instance-wide limit caps all requests in
-flight. Claims are batched, results are written in batches by a writer task, and leases are
-renewed while attempts run (and while their results wait to be written); any instance returns
-the jobs of a worker whose leases ran out. Stopping lets running attempts finish for a grace
-period, then releases the rest.
+One loop claims work lane by lane (one lane per AGS host of a platform registration, the
+hosts that share a Canvas rate bucket grouped, each host and each group with its own adaptive
+limit on requests in flight: app.delivery.lanes) while an instance-wide limit caps all
+requests in flight. Claiming per host lane, as much as the lane can take on, keeps a stalled
+host's jobs in the database rather than in memory. Claims are batched, results are written
+in batches by a writer task, and leases are renewed while attempts run (and while their
+results wait to be written); any instance returns the jobs of a worker whose leases ran out.
+Stopping lets running attempts finish for a grace period, then releases the rest.
 
 The database may go away at any moment: every background step (claiming, renewing leases,
 writing results) survives any error, logs an outage once (app.delivery.health), waits a little
@@ -33,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, SharedReads, TracebackOnce
 from app.delivery.health import DatabaseHealth
-from app.delivery.lanes import Lane, Slots
+from app.delivery.lanes import BucketMap, HostLane, Slots
 from app.delivery.policy import DeliveryPolicy
 from app.logs import job_id_var
 from app.store import jobs as store
@@ -118,7 +120,8 @@ class DeliveryEngine:
         self.policy = policy or DeliveryPolicy.from_settings(context.settings)
         self.owner = owner or owner_id(context.instance_id)
         self.stats = EngineStats()
-        self._lanes: dict[str, Lane] = {}
+        self._lanes: dict[tuple[str, str], HostLane] = {}
+        self._maps: dict[str, BucketMap] = {}
         self._shared = Slots(self.policy.concurrency)
         self._platforms: dict[str, _CachedPlatform] = {}
         self._attempts: dict[asyncio.Task[None], Attempt] = {}
@@ -220,8 +223,17 @@ class DeliveryEngine:
     def in_flight(self) -> int:
         return len(self._attempts)
 
-    def lane(self, platform_id: str) -> Lane | None:
-        return self._lanes.get(platform_id)
+    def lane(self, platform_id: str, origin: str | None = None) -> HostLane | None:
+        """The lane of a platform's AGS host `origin` (``scheme://host:port``); without an
+        origin, the platform's first lane (a one-host registration's only one)."""
+        if origin is not None:
+            return self._lanes.get((platform_id, origin))
+        bucket_map = self._maps.get(platform_id)
+        return next(iter(bucket_map.hosts.values()), None) if bucket_map else None
+
+    def bucket_map(self, platform_id: str) -> BucketMap | None:
+        """The platform's host lanes and the bucket groups they fall into."""
+        return self._maps.get(platform_id)
 
     # --- claiming -----------------------------------------------------------------------------
 
@@ -246,53 +258,66 @@ class DeliveryEngine:
         free = self.policy.max_jobs - self._busy_jobs()
         if free <= 0:
             return 0
-        wanted: list[tuple[Lane, int]] = []
+        wanted: list[tuple[HostLane, int]] = []
+        promised: dict[int, int] = {}
+        """Jobs this round asks for, per group (the hosts of a group share its room)."""
         # Least busy lanes first, so a lane with a backlog cannot crowd out the others.
         for lane in sorted(self._lanes.values(), key=lambda lane: lane.jobs):
-            room = lane.free_jobs
-            if lane.dry or room == 0:
+            if lane.dry:
+                continue
+            room = min(lane.free_jobs, lane.group.job_room - promised.get(id(lane.group), 0))
+            if room <= 0:
                 continue
             # Wait for a useful batch unless the lane is idle: fewer, larger claims.
             if lane.jobs and room < max(1, (lane.jobs + room) // 8):
                 continue
             count = min(room, free, self.policy.claim_batch)
             wanted.append((lane, count))
+            promised[id(lane.group)] = promised.get(id(lane.group), 0) + count
             free -= count
             if free <= 0:
                 break
         if not wanted:
             return 0
         claimed = await self._claim(wanted)
-        for job, platform in claimed:
-            self._launch(job, platform)
+        for job, platform, lane in claimed:
+            self._launch(job, platform, lane)
         return len(claimed)
 
     async def _discover(self) -> None:
         self._discovered_at = time.monotonic()
         async with transaction(self._context.sessions) as session:
-            platform_ids = await store.platforms_with_pending_jobs(session)
+            lanes = await store.lanes_with_pending_jobs(session)
         self.health.recovered(CLAIMING)
-        for platform_id in platform_ids:
-            lane = self._lanes.get(platform_id)
+        for platform_id, origin in lanes:
+            lane = self._lanes.get((platform_id, origin))
             if lane is None:
-                self._lanes[platform_id] = Lane(platform_id, self.policy.lanes, self._shared)
+                bucket_map = self._maps.get(platform_id)
+                if bucket_map is None:
+                    bucket_map = self._maps[platform_id] = BucketMap(
+                        platform_id, self.policy.lanes, self.policy.grouping, self._shared
+                    )
+                self._lanes[(platform_id, origin)] = bucket_map.host(origin)
             else:
                 lane.dry = False
+        for bucket_map in self._maps.values():
+            bucket_map.forget_stale()
         self.stats.claim_queries += 1
 
     async def _claim(
-        self, wanted: Sequence[tuple[Lane, int]]
-    ) -> list[tuple[PassbackJob, PlatformInfo | None]]:
+        self, wanted: Sequence[tuple[HostLane, int]]
+    ) -> list[tuple[PassbackJob, PlatformInfo | None, HostLane]]:
         now = self._context.clock()
         for conflict in range(CLAIM_CONFLICT_RETRIES):
             try:
                 quarantined: list[store.UnreadableJob] = []
                 async with transaction(self._context.sessions) as session:
-                    claimed: list[tuple[PassbackJob, PlatformInfo | None]] = []
+                    claimed: list[tuple[PassbackJob, PlatformInfo | None, HostLane]] = []
                     for lane, count in wanted:
                         claim = await store.claim_jobs(
                             session,
                             platform_id=lane.platform_id,
+                            origin=lane.origin,
                             owner=self.owner,
                             now=now,
                             lease=self.policy.lease,
@@ -304,7 +329,7 @@ class DeliveryEngine:
                         lane.dry = len(jobs) + len(claim.quarantined) < count
                         if jobs:
                             platform = await self._platform(session, lane.platform_id)
-                            claimed.extend((job, platform) for job in jobs)
+                            claimed.extend((job, platform, lane) for job in jobs)
                 self.health.recovered(CLAIMING)
                 for row in quarantined:
                     self._quarantined(row)
@@ -339,8 +364,7 @@ class DeliveryEngine:
 
     # --- attempts -----------------------------------------------------------------------------
 
-    def _launch(self, job: PassbackJob, platform: PlatformInfo | None) -> None:
-        lane = self._lanes[job.platform_id]
+    def _launch(self, job: PassbackJob, platform: PlatformInfo | None, lane: HostLane) -> None:
         attempt = Attempt(
             job,
             platform,
@@ -352,12 +376,12 @@ class DeliveryEngine:
             gate=lane,
             tracebacks=self._tracebacks,
         )
-        lane.jobs += 1
+        lane.job_started()
         self.stats.claimed += 1
         task = asyncio.create_task(self._attempt(attempt, lane), name=f"job-{job.id}")
         self._attempts[task] = attempt
 
-    async def _attempt(self, attempt: Attempt, lane: Lane) -> None:
+    async def _attempt(self, attempt: Attempt, lane: HostLane) -> None:
         job_id_var.set(attempt.job.id)  # this task's log lines name the job
         try:
             finish = await attempt.run()
@@ -369,7 +393,7 @@ class DeliveryEngine:
             tries = attempt.job.tries_since_queued + 1
             finish = attempt.released(delay=self.policy.backoff(tries), code="crashed")
         finally:
-            lane.jobs -= 1
+            lane.job_ended()
             self._attempts.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._changed.set()
         metrics = self._context.metrics

@@ -1,32 +1,57 @@
-"""One lane per platform registration: how many requests to it may be in flight at once.
+"""Delivery lanes: one per AGS host of a registration, grouped by the rate bucket they share.
 
-All courses of one Canvas developer key share one rate bucket, and Canvas charges that bucket
-for every request in flight. So a lane limits *requests* (each score post and each line item
-read takes a slot for its duration) and adapts the limit to the platform's answers (see
-`LanePolicy`). Each lane adapts on its own, so one Canvas's burst or outage does not hold up
-another's deliveries.
+Canvas charges a developer key's AGS requests to a leaky bucket per *database cluster*
+(``lti_advantage:<client_id>-<cluster>``, canvas-ags.md §7): 50 units reserved for each request
+in flight, requests refused (403 "Rate Limit Exceeded") while the bucket is at its mark. One
+registration (one client_id for every Canvas Cloud school) reaches many hosts on many clusters,
+and which host is on which cluster is not told. So pacing has two levels:
 
-The engine keeps up to `JOBS_PER_SLOT` jobs per slot under way, so slots stay busy while jobs
-wait for a shared line item read or for the database.
+- A **host lane** (`HostLane`) per (registration, AGS origin ``scheme://host:port``): the unit
+  of claiming and of failure isolation. Its own limit on requests in flight follows the host's
+  health only: 5xx answers, timeouts and connection errors shrink it (by `decrease`, once per
+  round trip), answers that get through grow it back. The engine claims jobs per host lane, up
+  to `JOBS_PER_SLOT` per slot, so a host that is down or slow holds a few requests and a few
+  jobs, its other jobs wait in the database, and the other hosts lose nothing.
+- A **bucket group** (`BucketGroup`) per set of hosts believed to share one bucket: the
+  throttle-aware limit (AIMD on `X-Rate-Limit-Remaining` and throttling, see `LanePolicy`), and
+  the pause and probe when throttled: the whole group pauses, requests wait in line instead of
+  each being refused and backed off on its own; when the pause ends the oldest waiting request
+  probes; refused, the pause doubles and the prober goes to the back of the line; once a probe
+  gets through the line moves again. A storm costs a group one refused request per pause.
+- The instance-wide cap (`shared`, `worker_concurrency`) covers every group.
 
-When the platform throttles (Canvas's 403 "Rate Limit Exceeded", or a 429), the whole lane
-pauses: requests wait in line instead of each being refused and backed off on its own. When the
-pause ends one request, the oldest waiting, probes the platform; if it is throttled too, the
-pause doubles and the prober goes to the back of the line; once a probe gets through, the line
-moves again. So a storm costs the lane one refused request per pause, spread over its jobs.
+A request takes a host slot, then a group slot, then a shared slot, always in that order.
+
+**Learning the groups** (`BucketMap`, one per registration). Every host starts in a group of
+its own. Each answer of host A that carries `X-Rate-Limit-Remaining` (a throttled one counts as
+remaining 0: the bucket was full) tells how many reservations A's bucket holds besides A's own
+other requests in flight: y = (mark − remaining) ÷ reservation − (A's requests − 1), the mark
+being the highest remaining seen. If A shares its bucket with another host B, y is B's
+requests in flight, x (plus the cost charged, small until the bucket fills); if not, y is
+that cost alone, about 0. So for every other host B with at least `min_load` requests in
+flight, the answer votes "shared" when y ≥ x − `tolerance` (A's remaining moves with B's load;
+A is throttled while B's load fills the bucket) and "separate" when y ≤ `tolerance`; an answer
+with y below −`tolerance` was counted late by a busy event loop and is ignored. Votes fade
+(`GroupingPolicy.keep` per vote, `half_life` in seconds). A pair is linked when the votes of
+both directions say shared (at least `min_votes`, and `ratio` times the others), unlinked when
+either direction's say separate the same way, or when no vote came for `evidence_horizon`
+seconds (the evidence went away). Groups are the connected components of linked pairs; a new
+group starts from the most careful state of the groups it replaces.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from app.delivery.policy import LanePolicy
+from app.delivery.policy import GroupingPolicy, LanePolicy
 from app.lti.outcomes import Action, Outcome, RetryCode
 
 _STRUGGLING = frozenset({RetryCode.platform_error, RetryCode.timeout, RetryCode.connection_error})
@@ -34,6 +59,11 @@ LATENCY_SMOOTHING = 0.2
 JOBS_PER_SLOT = 6
 CAPACITY_WINDOW = 1.0
 """Seconds of answers whose smallest capacity bound caps the limit."""
+
+_entered: contextvars.ContextVar[BucketGroup | None] = contextvars.ContextVar(
+    "bucket_group_entered", default=None
+)
+"""The group whose slot this task's request holds (its answer is that group's to judge)."""
 
 
 class Slots:
@@ -79,10 +109,11 @@ class Slots:
                 free -= 1
 
 
-class Lane:
-    """A platform's request slots (adaptive) and its jobs under way.
+class BucketGroup:
+    """The hosts that share one rate bucket: their request slots (adaptive to the bucket's
+    answers) and the throttle's pause and probe.
 
-    A request takes one of the lane's slots, then one of the engine's `shared` slots (the
+    A request takes one of the group's slots, then one of the engine's `shared` slots (the
     instance-wide cap on requests in flight, `worker_concurrency`).
     """
 
@@ -90,14 +121,12 @@ class Lane:
     """Requests wait out the platform's throttling in `slot`: a throttled call may be resent
     at once (app.lti.ags.RequestGate)."""
 
-    def __init__(self, platform_id: str, policy: LanePolicy, shared: Slots) -> None:
-        self.platform_id = platform_id
+    def __init__(self, policy: LanePolicy, shared: Slots, *, limit: float | None = None) -> None:
         self.policy = policy
-        self.limit = min(max(policy.initial_limit, policy.min_limit), policy.max_limit)
+        start = policy.initial_limit if limit is None else limit
+        self.limit = min(max(start, policy.min_limit), policy.max_limit)
         self.jobs = 0
-        """Jobs of this platform under way in the engine."""
-        self.dry = False
-        """The last claim found less than it asked for; look again after a change."""
+        """Jobs of the group's hosts under way in the engine."""
         self.latency = 0.1
         """Smoothed seconds per request: the window between two decreases."""
         self.slow_start = True
@@ -108,7 +137,7 @@ class Lane:
         self._estimates: deque[tuple[float, float]] = deque()
         # Throttling: the pause, the probe in flight, and the requests waiting in line.
         self.storm = 0
-        """Throttled probes in a row (0: the lane is open)."""
+        """Throttled probes in a row (0: the group is open)."""
         self._paused_until = -math.inf
         self._prober: asyncio.Task[Any] | None = None
         self._line: deque[tuple[asyncio.Future[None], asyncio.Task[Any] | None]] = deque()
@@ -120,12 +149,12 @@ class Lane:
 
     @property
     def throttled(self) -> bool:
-        """The platform throttles this lane: requests wait for the pause, then a probe."""
+        """The platform throttles this group: requests wait for the pause, then a probe."""
         return self.storm > 0
 
     @property
     def requests(self) -> int:
-        """Requests to this platform in flight (or about to be)."""
+        """Requests to the group's hosts in flight (or about to be)."""
         return self._slots.taken
 
     @property
@@ -133,11 +162,24 @@ class Lane:
         return self._slots.waiting
 
     @property
-    def free_jobs(self) -> int:
-        """How many more jobs the lane can take on now. While throttled, a slot's worth at
-        most: due jobs wait in the queue rather than in the engine, yet one can probe."""
+    def job_room(self) -> int:
+        """How many more jobs the group's hosts can take on now. While throttled, a slot's
+        worth at most: due jobs wait in the queue rather than in the engine, yet one can
+        probe."""
         slots = 1 if self.storm else self.slots
         return max(0, slots * JOBS_PER_SLOT - self.jobs)
+
+    def inherit(self, groups: Iterable[BucketGroup]) -> None:
+        """Start from the most careful state of the groups this one replaces."""
+        olds = list(groups)
+        self.limit = min((old.limit for old in olds), default=self.limit)
+        for old in olds:
+            self.slow_start = self.slow_start and old.slow_start
+            self.latency = max(self.latency, old.latency)
+            if old.storm > self.storm:
+                self.storm = old.storm
+            self._paused_until = max(self._paused_until, old._paused_until)
+        self._slots.resize(self.slots)
 
     # --- the gate (app.lti.ags.RequestGate) ---------------------------------------------------
 
@@ -164,16 +206,18 @@ class Lane:
             self._probe_gone()
             raise
         started = time.monotonic()
+        entered = _entered.set(self)
         try:
             yield
         finally:
+            _entered.reset(entered)
             self._shared.release()
             self._slots.release()
             self.latency += LATENCY_SMOOTHING * (time.monotonic() - started - self.latency)
             self._probe_gone()
 
     async def _turn(self) -> bool:
-        """Wait while the lane is throttled; True when this request is to probe the platform."""
+        """Wait while the group is throttled; True when this request is to probe the platform."""
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         while self.storm:
@@ -221,7 +265,7 @@ class Lane:
             self._arm()
 
     def _open(self) -> None:
-        """A probe got through: everyone in line goes (within the lane's slots)."""
+        """A probe got through: everyone in line goes (within the group's slots)."""
         self.storm = 0
         self._prober = None
         if self._timer is not None:
@@ -233,7 +277,7 @@ class Lane:
                 waiter.set_result(None)
 
     def _throttled(self, outcome: Outcome, now: float) -> None:
-        """A refusal: pause the lane (longer each time a probe is refused), then probe."""
+        """A refusal: pause the group (longer each time a probe is refused), then probe."""
         probing = self._prober is not None and self._prober is asyncio.current_task()
         if probing or not self.storm:
             # A new storm, or one that goes on: answers of requests sent before the pause
@@ -245,7 +289,7 @@ class Lane:
             )
             self._paused_until = max(self._paused_until, now + pause)
         if outcome.retry_after is not None:
-            # Jobs told to wait longer go back to the queue (app.delivery.attempt); the lane
+            # Jobs told to wait longer go back to the queue (app.delivery.attempt); the group
             # probes again after its longest pause.
             wait = min(outcome.retry_after, self.policy.throttle_pause_max)
             self._paused_until = max(self._paused_until, now + wait)
@@ -257,7 +301,9 @@ class Lane:
         self._arm()
 
     def observe(self, outcome: Outcome) -> None:
-        """Adjust the limit from one answer (called while the answered request holds its slot)."""
+        """Adjust the limit from one answer (called while the answered request holds its
+        slot). Server errors and timeouts are the host's business (`HostLane`), not the
+        bucket's."""
         policy = self.policy
         now = time.monotonic()
         remaining = outcome.rate_limit_remaining
@@ -270,9 +316,7 @@ class Lane:
             return
         if self._prober is not None and self._prober is asyncio.current_task():
             self._open()  # the probe got through: the storm is over
-        if outcome.action is Action.retry and outcome.code in _STRUGGLING:
-            self._decrease(policy.decrease, now)
-        elif outcome.http_status is None:
+        if outcome.http_status is None:
             pass
         elif remaining is not None and self._above_capacity(remaining, now):
             self.limit = max(policy.min_limit, self._capacity_estimate() - policy.margin)
@@ -292,8 +336,8 @@ class Lane:
         """Record what this answer says the bucket holds; is the limit above that?
 
         The bucket holds `remaining ÷ reservation` more requests besides the ones in flight
-        when the platform answered. Those were at most this lane's other requests (answers
-        still on their way make the lane's count higher), so each answer gives an upper bound
+        when the platform answered. Those were at most this group's other requests (answers
+        still on their way make the group's count higher), so each answer gives an upper bound
         of the bucket's capacity in requests, and the smallest bound of the last moments is
         the best estimate.
         """
@@ -324,3 +368,269 @@ class Lane:
         self._last_decrease = now
         self.limit = max(self.policy.min_limit, self.limit * factor)
         self._slots.resize(self.slots)
+
+
+class HostLane:
+    """One AGS host of a registration: its request slots (adaptive to the host's health), its
+    jobs under way, and the bucket group it is in (`group`, which `BucketMap` may change).
+
+    This is the gate (app.lti.ags.RequestGate) the engine gives a job's requests.
+    """
+
+    holds_throttled = True
+
+    def __init__(
+        self, platform_id: str, origin: str, policy: LanePolicy, bucket_map: BucketMap
+    ) -> None:
+        self.platform_id = platform_id
+        self.origin = origin
+        self.policy = policy
+        self.limit = min(max(policy.initial_limit, policy.min_limit), policy.max_limit)
+        self.jobs = 0
+        """Jobs of this host under way in the engine."""
+        self.dry = False
+        """The last claim found less than it asked for; look again after a change."""
+        self.sent = 0
+        """Requests past every slot: sent to the host, or about to be."""
+        self.latency = 0.1
+        """Smoothed seconds per request: the window between two decreases."""
+        self.group = BucketGroup(policy, bucket_map.shared)
+        self.group_changed = time.monotonic()
+        self._map = bucket_map
+        self._slots = Slots(self.slots)
+        self._last_decrease = -math.inf
+
+    @property
+    def slots(self) -> int:
+        return max(1, math.floor(self.limit))
+
+    @property
+    def requests(self) -> int:
+        """Requests to this host in flight (or about to be)."""
+        return self._slots.taken
+
+    @property
+    def throttled(self) -> bool:
+        return self.group.throttled
+
+    @property
+    def free_jobs(self) -> int:
+        """How many more jobs this host can take on now: its own slots' worth, within what
+        its group can take on."""
+        own = max(0, self.slots * JOBS_PER_SLOT - self.jobs)
+        return min(own, self.group.job_room)
+
+    def job_started(self) -> None:
+        self.jobs += 1
+        self.group.jobs += 1
+        self._map.busy(self)
+
+    def job_ended(self) -> None:
+        self.jobs -= 1
+        self.group.jobs -= 1
+        if self.jobs == 0:
+            self._map.idle(self)
+
+    # --- the gate (app.lti.ags.RequestGate) ---------------------------------------------------
+
+    def slot(self) -> AbstractAsyncContextManager[None]:
+        return self._slot()
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        await self._slots.acquire()
+        try:
+            async with self.group.slot():
+                self.sent += 1
+                started = time.monotonic()
+                try:
+                    yield
+                finally:
+                    self.sent -= 1
+                    elapsed = time.monotonic() - started
+                    self.latency += LATENCY_SMOOTHING * (elapsed - self.latency)
+        finally:
+            self._slots.release()
+
+    def observe(self, outcome: Outcome) -> None:
+        """Judge one answer: the host's health here, the bucket in the group, and the answer
+        as evidence of which hosts share a bucket (called while its request holds its slot)."""
+        if outcome.action is Action.retry and outcome.code in _STRUGGLING:
+            self._decrease(time.monotonic())
+        elif (
+            outcome.http_status is not None
+            and not outcome.throttled
+            and self.requests >= self.slots
+        ):
+            # Answered, and the host's limit held work back: one more (it only stands in
+            # the way after the host struggled; the group's limit paces the bucket).
+            self.limit = min(self.policy.max_limit, self.limit + 1.0)
+            self._slots.resize(self.slots)
+        remaining = 0.0 if outcome.throttled else outcome.rate_limit_remaining
+        if remaining is not None:
+            self._map.sample(self, remaining)
+        (_entered.get() or self.group).observe(outcome)
+
+    def _decrease(self, now: float) -> None:
+        """At most once per round trip: one sign of trouble, one cut."""
+        if now - self._last_decrease < self.latency:
+            return
+        self._last_decrease = now
+        self.limit = max(self.policy.min_limit, self.limit * self.policy.decrease)
+        self._slots.resize(self.slots)
+
+
+@dataclass
+class _Votes:
+    """What the answers of one host said about sharing a bucket with another, with
+    forgetting (`keep` per vote, and a half-life in seconds)."""
+
+    shared: float = 0.0
+    separate: float = 0.0
+    at: float = -math.inf
+
+    def add(self, shared: bool, now: float, keep: float, half_life: float) -> None:
+        fade = keep * 0.5 ** ((now - self.at) / half_life) if self.at > -math.inf else 0.0
+        self.shared = self.shared * fade + (1.0 if shared else 0.0)
+        self.separate = self.separate * fade + (0.0 if shared else 1.0)
+        self.at = now
+
+    def says_shared(self, policy: GroupingPolicy) -> bool:
+        return self.shared >= policy.min_votes and self.shared >= policy.ratio * self.separate
+
+    def says_separate(self, policy: GroupingPolicy) -> bool:
+        return self.separate >= policy.min_votes and self.separate >= policy.ratio * self.shared
+
+
+class BucketMap:
+    """The host lanes of one registration and the bucket groups they fall into (see the
+    module docstring)."""
+
+    def __init__(
+        self, platform_id: str, policy: LanePolicy, grouping: GroupingPolicy, shared: Slots
+    ) -> None:
+        self.platform_id = platform_id
+        self.policy = policy
+        self.grouping = grouping
+        self.shared = shared
+        self.hosts: dict[str, HostLane] = {}
+        self._busy: dict[str, HostLane] = {}
+        """Hosts with jobs under way: the ones whose load can be told apart."""
+        self._votes: dict[tuple[str, str], _Votes] = {}
+        """(answering host, other host) → what the first's answers said of sharing."""
+        self._links: set[frozenset[str]] = set()
+        self._mark = -math.inf
+        """The highest remaining seen: the bucket's mark as the platform reports it."""
+
+    def host(self, origin: str) -> HostLane:
+        lane = self.hosts.get(origin)
+        if lane is None:
+            lane = self.hosts[origin] = HostLane(self.platform_id, origin, self.policy, self)
+        return lane
+
+    def groups(self) -> list[list[HostLane]]:
+        """The hosts of each group (hosts alone in theirs included)."""
+        by_group: dict[int, list[HostLane]] = {}
+        for lane in self.hosts.values():
+            by_group.setdefault(id(lane.group), []).append(lane)
+        return list(by_group.values())
+
+    def busy(self, lane: HostLane) -> None:
+        self._busy[lane.origin] = lane
+
+    def idle(self, lane: HostLane) -> None:
+        self._busy.pop(lane.origin, None)
+
+    def sample(self, lane: HostLane, remaining: float) -> None:
+        """One answer of `lane` with the bucket's remaining room: evidence for each pair."""
+        self._mark = max(self._mark, remaining)
+        if len(self._busy) < 2 and not self._links:
+            return
+        grouping = self.grouping
+        # Reservations in the bucket beyond this host's own other requests: the others'
+        # requests if they share it (plus the charged cost, small while the bucket is not
+        # full), else that cost alone.
+        beyond_own = (self._mark - remaining) / self.policy.reservation - (lane.sent - 1)
+        if beyond_own < -grouping.tolerance:
+            return  # answers counted late (a busy loop): this one cannot be read
+        now = time.monotonic()
+        changed = False
+        for other in self._busy.values():
+            load = other.sent
+            if other is lane or load < grouping.min_load:
+                continue
+            if beyond_own >= load - grouping.tolerance:
+                shared = True
+            elif beyond_own <= grouping.tolerance:
+                shared = False
+            else:
+                continue
+            key = (lane.origin, other.origin)
+            votes = self._votes.get(key)
+            if votes is None:
+                votes = self._votes[key] = _Votes()
+            votes.add(shared, now, grouping.keep, grouping.half_life)
+            changed |= self._judge(lane.origin, other.origin)
+        if changed:
+            self._regroup()
+
+    def _judge(self, first: str, second: str) -> bool:
+        """Link or unlink a pair on the votes of both directions; True if that changed."""
+        pair = frozenset((first, second))
+        ways = [self._votes.get((first, second)), self._votes.get((second, first))]
+        if pair not in self._links:
+            if all(way is not None and way.says_shared(self.grouping) for way in ways):
+                self._links.add(pair)
+                return True
+        elif any(way is not None and way.says_separate(self.grouping) for way in ways):
+            self._links.discard(pair)
+            return True
+        return False
+
+    def forget_stale(self) -> None:
+        """Evidence older than the horizon is gone: its links go too (the hosts split)."""
+        horizon = time.monotonic() - self.grouping.evidence_horizon
+        stale = [key for key, votes in self._votes.items() if votes.at < horizon]
+        for key in stale:
+            del self._votes[key]
+        kept = {
+            pair
+            for pair in self._links
+            if any(key in self._votes for key in (tuple(pair), tuple(reversed(tuple(pair)))))
+        }
+        if kept != self._links:
+            self._links = kept
+            self._regroup()
+
+    def _regroup(self) -> None:
+        """Groups become the connected components of the links; a component that is not an
+        existing group gets a new group, started from its hosts' old groups."""
+        parent = {origin: origin for origin in self.hosts}
+
+        def root(origin: str) -> str:
+            while parent[origin] != origin:
+                parent[origin] = parent[parent[origin]]
+                origin = parent[origin]
+            return origin
+
+        for pair in self._links:
+            first, second = tuple(pair)
+            if first in parent and second in parent:
+                parent[root(first)] = root(second)
+        components: dict[str, list[HostLane]] = {}
+        for origin, lane in self.hosts.items():
+            components.setdefault(root(origin), []).append(lane)
+        sizes = Counter(id(lane.group) for lane in self.hosts.values())
+        now = time.monotonic()
+        for members in components.values():
+            current = members[0].group
+            if all(lane.group is current for lane in members) and sizes[id(current)] == len(
+                members
+            ):
+                continue  # already a group of exactly these hosts
+            group = BucketGroup(self.policy, self.shared)
+            group.inherit({id(lane.group): lane.group for lane in members}.values())
+            for lane in members:
+                lane.group = group
+                lane.group_changed = now
+                group.jobs += lane.jobs

@@ -20,7 +20,8 @@ JOBS_PER_REQUEST = 2
 
 @dataclass(frozen=True)
 class LanePolicy:
-    """Requests in flight per platform (AIMD on Canvas's throttle signals).
+    """Requests in flight per bucket group and per host (app.delivery.lanes): AIMD on
+    Canvas's throttle signals for a group, on errors for a host.
 
     Canvas reserves 50 units of a developer key's bucket for each request in flight and
     refuses requests once the bucket reaches its high-water mark (600);
@@ -31,7 +32,8 @@ class LanePolicy:
     bucket can hold at all (an answer may lag what is in flight, so the tightest bound of
     the last moments counts): the lane stays `margin` below that, shrinking at once when
     the bound falls (the bucket filled up: the key's other users, or cost piling up). It
-    halves on 403 throttling and 429, and shrinks by `decrease` on 5xx and timeouts.
+    halves on 403 throttling and 429. A host's own limit shrinks by `decrease` on 5xx,
+    timeouts and connection errors, and grows by one per answer while it holds work back.
     """
 
     initial_limit: float = 4.0
@@ -51,6 +53,26 @@ class LanePolicy:
     """Shortest pause after a refusal (seconds; at least a round trip). It doubles with each
     refused probe, up to `throttle_pause_max`; a Retry-After may lengthen it."""
     throttle_pause_max: float = 10.0
+
+
+@dataclass(frozen=True)
+class GroupingPolicy:
+    """How hosts of a registration are found to share a rate bucket (app.delivery.lanes)."""
+
+    min_load: int = 2
+    """Requests another host must have in flight for an answer to say anything about it."""
+    tolerance: float = 0.5
+    """Reservations an answer may differ from a hypothesis and still vote for it."""
+    min_votes: float = 8.0
+    """Votes (weighted) a verdict needs."""
+    ratio: float = 3.0
+    """How many times the opposite votes a verdict needs."""
+    keep: float = 0.97
+    """Weight each vote leaves to the earlier ones (a memory of about 30)."""
+    half_life: float = 30.0
+    """Seconds in which evidence loses half its weight, besides `keep`."""
+    evidence_horizon: float = 300.0
+    """Seconds without new evidence after which a pair's fit and link are dropped."""
 
 
 def _equal_jitter(first: float, maximum: float) -> wait_base:
@@ -88,6 +110,7 @@ class DeliveryPolicy:
     database_retry_max: float = 5.0
     """Pauses (seconds) between tries of a background step while the database is away."""
     lanes: LanePolicy = field(default_factory=LanePolicy)
+    grouping: GroupingPolicy = field(default_factory=GroupingPolicy)
 
     @property
     def max_jobs(self) -> int:

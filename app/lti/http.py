@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import ssl
 import zlib
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
 import httpx
+
+from app.lti.egress import guarded_transport
 
 DEFAULT_MAX_ANSWER_BYTES = 4 * 1024 * 1024
 """A few MB: a page of 100 line items or results is well under 1 MB."""
@@ -107,9 +110,11 @@ def outbound_http_client(
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     max_connections: int = 200,
     verify: ssl.SSLContext | bool = True,
+    insecure_hosts: Iterable[str] = (),
 ) -> httpx.AsyncClient:
     """A client for calls to platforms: explicit timeouts and connection limits, no redirects,
-    and every answer capped at `max_answer_bytes`.
+    every answer capped at `max_answer_bytes`, and connections only to public addresses unless
+    the host name is one of `insecure_hosts` (app/lti/egress).
 
     Pass `verify` (an SSL context) to share one certificate store between clients.
     """
@@ -117,7 +122,7 @@ def outbound_http_client(
         connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
     )
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
-    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+    transport = guarded_transport(insecure_hosts, verify=verify, limits=limits)
     return httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=False,

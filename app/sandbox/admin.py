@@ -146,7 +146,7 @@ class ThrottlePatch(BaseModel):
 
 
 class BucketFill(BaseModel):
-    key: str = Field(description="e.g. lti_advantage:<client_id> or ip:127.0.0.1")
+    key: str = Field(description="e.g. lti_advantage:<client_id>-<cluster> or ip:127.0.0.1")
     count: float
 
 
@@ -154,6 +154,7 @@ class FlagsPatch(BaseModel):
     improved_concluded_response_codes: bool | None = None
     enforce_iso8601_for_lti_scores: bool | None = None
     remove_top_submitted_at: bool | None = None
+    whole_second_timestamps: bool | None = None
 
 
 def build_admin_router(state: SandboxState) -> APIRouter:
@@ -316,6 +317,10 @@ def build_admin_router(state: SandboxState) -> APIRouter:
     async def fill_bucket(body: BucketFill) -> dict[str, float]:
         state.throttle.fill(body.key, body.count)
         return state.throttle.levels()
+
+    @router.get("/hosts", summary="The Canvas hosts played: port → database cluster")
+    async def read_hosts() -> dict[str, str]:
+        return {str(port): cluster for port, cluster in sorted(state.clusters.items())}
 
     @router.get("/flags", summary="Canvas feature flags")
     async def read_flags() -> dict[str, bool]:

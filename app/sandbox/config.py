@@ -16,6 +16,8 @@ Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware UTC. Tests pass a controllable one."""
 
 DEFAULT_ISSUER = "https://canvas.instructure.com"
+DEFAULT_CLUSTER = "cluster1"
+"""The database cluster of a host the config does not map (a one-host sandbox's only one)."""
 
 
 def utc_now() -> datetime:
@@ -49,6 +51,9 @@ class CanvasFlags:
     """Setting `enforce_iso8601_for_lti_scores`: off accepts lenient timestamps too."""
     remove_top_submitted_at: bool = False
     """`lti_ags_remove_top_submitted_at`: on ignores a top-level `submittedAt`."""
+    whole_second_timestamps: bool = False
+    """Not Canvas's: behave like Moodle, which keeps a score's timestamp in whole seconds and
+    answers 409 to a score whose timestamp is not later than the stored one (equal included)."""
 
 
 @dataclass
@@ -73,6 +78,11 @@ class SandboxConfig:
     platform_key_pem: bytes | None = None
     """PEM of the platform's RSA signing key; generated when absent."""
     universal_token_hosts: tuple[str, ...] = ("canvas.instructure.com", "sso.canvaslms.com")
+    clusters: dict[int, str] = field(default_factory=dict)
+    """The Canvas hosts this sandbox plays: the 127.0.0.1 port each is served on → its
+    database cluster id. Canvas buckets AGS calls per developer key *and cluster*
+    (canvas-ags.md §7); a port not named here is on `DEFAULT_CLUSTER`. Every host serves the
+    same world and accepts the tokens of the one token endpoint."""
     access_token_lifetime_seconds: int = 3600
 
     @property

@@ -32,6 +32,9 @@ class FaultRule(BaseModel):
     kind: FaultKind
     path: str = PLATFORM_PATHS
     method: str | None = None
+    host: str | None = None
+    """Only requests addressed to this host (``127.0.0.1:8002``, as in the Host header): one
+    of the Canvas hosts the sandbox plays misbehaves while the others do not."""
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
     remaining: int | None = Field(default=None, ge=1)
     delay_ms: int = Field(default=0, ge=0)
@@ -45,8 +48,10 @@ class FaultRule(BaseModel):
         re.compile(pattern)
         return pattern
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, host: str | None = None) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
+            return False
+        if self.host is not None and self.host.lower() != (host or "").lower():
             return False
         return re.search(self.path, path) is not None
 

@@ -2,7 +2,8 @@
 
 A `FaultPlan` holds a base latency added to every platform call (token and AGS) and an ordered
 list of `FaultRule`s. For each request the rules matching its method and path are considered
-in order against one draw of a seeded RNG: a rule with probability p takes the next p of the
+in order against one draw of a seeded RNG (a rule naming a `host` applies to that one of the
+sandbox's Canvas hosts only): a rule with probability p takes the next p of the
 unit interval, so rules of 0.1 each add up to "30% faults" and a rule of 1.0 always fires.
 A rule with `remaining` fires that many times, then disappears ("the next N requests").
 A request can also name its own fault in the ``X-Sandbox-Fault`` header, e.g.
@@ -40,6 +41,7 @@ from app.sandbox.fault_rules import (
 )
 from app.sandbox.rendering import canvas_json
 from app.sandbox.throttle import throttled_response
+from app.sandbox.urls import is_sandbox_page
 
 ABORT_SCOPE_KEY = "sandbox.abort"
 FAULT_SCOPE_KEY = "sandbox.fault"
@@ -80,10 +82,11 @@ class FaultPlan:
                 return settings.latency_ms / 1000
             return 0.0
 
-    def choose(self, method: str, path: str) -> FaultRule | None:
-        """Pick the fault for one request, consuming one use of a counted rule."""
+    def choose(self, method: str, path: str, host: str | None = None) -> FaultRule | None:
+        """Pick the fault for one request (to `host`, as its Host header names it), consuming
+        one use of a counted rule."""
         with self._lock:
-            candidates = [rule for rule in self._settings.rules if rule.matches(method, path)]
+            candidates = [rule for rule in self._settings.rules if rule.matches(method, path, host)]
             if not candidates:
                 return None
             draw = self._rng.random()
@@ -155,7 +158,7 @@ class FaultMiddleware:
         self._plan = plan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/sandbox/"):
+        if scope["type"] != "http" or is_sandbox_page(scope["path"]):
             await self._app(scope, receive, send)
             return
         try:
@@ -190,10 +193,14 @@ class FaultMiddleware:
         await self._act(rule, scope, receive, send, replay)
 
     def _rule_for(self, scope: Scope) -> FaultRule | None:
+        host: str | None = None
         for name, value in scope.get("headers", []):
-            if name.decode("latin-1").lower() == FAULT_HEADER:
+            header = name.decode("latin-1").lower()
+            if header == FAULT_HEADER:
                 return parse_fault_header(value.decode("latin-1"))
-        return self._plan.choose(scope["method"], scope["path"])
+            if header == "host":
+                host = value.decode("latin-1")
+        return self._plan.choose(scope["method"], scope["path"], host)
 
     @staticmethod
     async def _act(

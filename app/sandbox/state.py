@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from app.sandbox.config import CanvasFlags, SandboxConfig
+from app.sandbox.config import DEFAULT_CLUSTER, CanvasFlags, SandboxConfig
 from app.sandbox.faults import FaultPlan
 from app.sandbox.jose import generate_rsa_key, load_rsa_private_key, rsa_public_jwk
 from app.sandbox.models import (
@@ -73,6 +73,8 @@ class SandboxState:
         self.faults = FaultPlan(self.config.faults, self.config.fault_seed)
         self.request_log = RequestLog(self.config.request_log_limit)
         self.flags = replace(self.config.flags)
+        self.clusters = dict(self.config.clusters)
+        """Port of each Canvas host this sandbox plays → its database cluster id."""
         self._client_ids = itertools.count(10000000000001)
         self._ids = itertools.count(1001)
         self._clear_records()
@@ -107,6 +109,10 @@ class SandboxState:
         self.throttle.clear()
         self.faults.configure(self.config.faults)
         self.request_log.clear()
+
+    def cluster_of(self, port: int | None) -> str:
+        """The database cluster of the host served on `port` (Canvas buckets per cluster)."""
+        return self.clusters.get(port, DEFAULT_CLUSTER) if port is not None else DEFAULT_CLUSTER
 
     def set_flags(self, flags: CanvasFlags) -> None:
         with self.lock:

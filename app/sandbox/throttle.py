@@ -125,8 +125,14 @@ def is_throttled_path(path: str) -> bool:
     return path.startswith(AGS_PATH_PREFIX) or path == TOKEN_PATH
 
 
-def bucket_key(scope: Scope) -> str:
-    """``lti_advantage:<client_id>`` for AGS calls bearing a token, else ``ip:<address>``.
+def ags_bucket_key(client_id: str, cluster: str) -> str:
+    """Canvas's bucket of one developer key's AGS calls on one database cluster."""
+    return f"lti_advantage:{client_id}-{cluster}"
+
+
+def bucket_key(scope: Scope, cluster: str) -> str:
+    """``lti_advantage:<client_id>-<cluster>`` for AGS calls bearing a token, else
+    ``ip:<address>``.
 
     Like Canvas's middleware this runs before authentication, so the token's ``sub`` is read
     without verifying it.
@@ -140,7 +146,7 @@ def bucket_key(scope: Scope) -> str:
             except JoseError:
                 subject = None
             if isinstance(subject, str) and subject:
-                return f"lti_advantage:{subject}"
+                return ags_bucket_key(subject, cluster)
     client = scope.get("client")
     return f"ip:{client[0] if client else 'unknown'}"
 
@@ -148,15 +154,20 @@ def bucket_key(scope: Scope) -> str:
 class ThrottleMiddleware:
     """Applies the throttle to AGS and token requests and adds the rate-limit headers."""
 
-    def __init__(self, app: ASGIApp, throttle: Throttle) -> None:
+    def __init__(
+        self, app: ASGIApp, throttle: Throttle, cluster_of: Callable[[int | None], str]
+    ) -> None:
         self._app = app
         self._throttle = throttle
+        self._cluster_of = cluster_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_throttled_path(scope["path"]):
             await self._app(scope, receive, send)
             return
-        admission = self._throttle.admit(bucket_key(scope))
+        server = scope.get("server")
+        cluster = self._cluster_of(server[1] if server else None)
+        admission = self._throttle.admit(bucket_key(scope, cluster))
         if admission is None:
             scope["sandbox.throttled"] = True
             await throttled_response()(scope, receive, send)

@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from sqlalchemy import (
     JSON,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from app.store.types import ExactDecimal, UTCDateTime
@@ -180,6 +182,20 @@ class Launch(Base):
     platform: Mapped[Platform] = relationship(lazy="raise")
 
 
+class UsedIdToken(Base):
+    """A launch id_token already recorded, and the one Formative student it binds: the same
+    token posted for another student is refused. Kept until the token expires (then it can
+    no longer be verified anyway, and the row may be pruned)."""
+
+    __tablename__ = "used_id_tokens"
+
+    token_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the token's issuer, `sub`, `nonce` and `jti` (empty when absent)."""
+    student_id: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime]
+
+
 class StudentWork(Base):
     """The latest score the service knows for a student on a formative."""
 
@@ -238,6 +254,18 @@ class Batch(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
 
 
+def job_origin(lineitem_url: str) -> str:
+    """``scheme://host[:port]`` of a line item, lower-cased: the AGS host that takes its score
+    (each host of a registration has its own delivery lane)."""
+    parts = urlsplit(lineitem_url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _origin_of_line_item(context: DefaultExecutionContext) -> str:
+    parameters = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return job_origin(str(parameters["lineitem_url"]))
+
+
 class PassbackJob(Base):
     """One score to deliver to one (line item, student) pair: the outbox row."""
 
@@ -245,8 +273,8 @@ class PassbackJob(Base):
     __table_args__ = (
         # Claiming the next due job walks this index: O(log n) in the queue length.
         Index("ix_passback_jobs_due", "status", "next_attempt_at"),
-        # Per-platform claiming (fair lanes) and finding which platforms have pending work.
-        Index("ix_passback_jobs_platform_due", "status", "platform_id", "next_attempt_at"),
+        # Claiming per lane (a platform's AGS host) and finding which lanes have pending work.
+        Index("ix_passback_jobs_lane_due", "status", "platform_id", "origin", "next_attempt_at"),
         Index("ix_passback_jobs_pair", "pair_key", "status"),
         Index("ix_passback_jobs_formative_student", "formative_id", "student_id"),
         # Pruning finds finished jobs past the retention time without scanning the rest.
@@ -280,6 +308,9 @@ class PassbackJob(Base):
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True)
     event_id: Mapped[str | None] = mapped_column(String(255))
     lineitem_url: Mapped[str] = mapped_column(String(2048))
+    origin: Mapped[str] = mapped_column(String(2048), default=_origin_of_line_item)
+    """``scheme://host[:port]`` of the line item: the AGS host, whose delivery lane claims it
+    (filled from `lineitem_url` when an insert does not give it)."""
     lti_user_id: Mapped[str] = mapped_column(String(255))
 
     # What to send: the Formative score and maximum, or an override, or complete/incomplete.

@@ -1,4 +1,5 @@
-"""Per-platform pacing: how a lane's request limit follows Canvas's answers, and backoff."""
+"""Pacing: how a bucket group's request limit follows Canvas's answers, how a host lane's follows
+the host's health, and backoff."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import asyncio
 
 import pytest
 
-from app.delivery.lanes import JOBS_PER_SLOT, Lane, Slots
-from app.delivery.policy import DeliveryPolicy, LanePolicy
+from app.delivery.lanes import JOBS_PER_SLOT, BucketGroup, BucketMap, HostLane, Slots
+from app.delivery.policy import DeliveryPolicy, GroupingPolicy, LanePolicy
 from app.lti.outcomes import Action, Outcome, RetryCode
 
 DELIVERED = Outcome(Action.delivered, "delivered", http_status=200)
@@ -18,10 +19,14 @@ def answered(remaining: float | None) -> Outcome:
     return Outcome(Action.delivered, "delivered", http_status=200, rate_limit_remaining=remaining)
 
 
+def host_lane(policy: LanePolicy, origin: str = "https://school.instructure.com") -> HostLane:
+    return BucketMap("p", policy, GroupingPolicy(), Slots(64)).host(origin)
+
+
 class Requests:
     """Requests in flight through a lane, each waiting for its answer until released."""
 
-    def __init__(self, lane: Lane) -> None:
+    def __init__(self, lane: BucketGroup | HostLane) -> None:
         self.lane = lane
         self.answer = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -40,7 +45,7 @@ class Requests:
 
 
 async def test_a_busy_lane_grows_fast_while_canvas_has_ample_room() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=4), Slots(64))
+    lane = BucketGroup(LanePolicy(initial_limit=4), Slots(64))
     requests = Requests(lane)
     await requests.start(4)  # every slot taken: the limit holds work back
     lane.observe(answered(500))
@@ -52,14 +57,14 @@ async def test_a_busy_lane_grows_fast_while_canvas_has_ample_room() -> None:
 
 
 async def test_a_lane_that_is_not_busy_does_not_grow() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=4), Slots(64))
+    lane = BucketGroup(LanePolicy(initial_limit=4), Slots(64))
     lane.observe(answered(500))
     lane.observe(DELIVERED)
     assert lane.limit == 4
 
 
 async def test_near_the_high_water_mark_a_lane_grows_by_the_room_left() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=6), Slots(64))
+    lane = BucketGroup(LanePolicy(initial_limit=6), Slots(64))
     requests = Requests(lane)
     await requests.start(6)
     lane.observe(answered(250))  # room for five: four requests more per round trip
@@ -69,7 +74,7 @@ async def test_near_the_high_water_mark_a_lane_grows_by_the_room_left() -> None:
 
 
 async def test_with_room_for_one_request_a_lane_holds() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=6), Slots(64))
+    lane = BucketGroup(LanePolicy(initial_limit=6), Slots(64))
     requests = Requests(lane)
     await requests.start(6)
     lane.observe(answered(75))
@@ -78,7 +83,7 @@ async def test_with_room_for_one_request_a_lane_holds() -> None:
 
 
 async def test_a_lane_stays_a_request_below_what_the_bucket_can_hold() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=12), Slots(64))
+    lane = BucketGroup(LanePolicy(initial_limit=12), Slots(64))
     requests = Requests(lane)
     await requests.start(12)
     # Eleven others in flight and room for one more: the bucket holds twelve at most.
@@ -88,7 +93,7 @@ async def test_a_lane_stays_a_request_below_what_the_bucket_can_hold() -> None:
 
 
 async def test_a_lane_shrinks_when_the_bucket_fills_from_elsewhere() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=8), Slots(64))
+    lane = BucketGroup(LanePolicy(initial_limit=8), Slots(64))
     requests = Requests(lane)
     await requests.start(8)
     # Another user of the key: with seven of ours in flight, room is already gone.
@@ -98,7 +103,7 @@ async def test_a_lane_shrinks_when_the_bucket_fills_from_elsewhere() -> None:
 
 
 async def test_throttling_halves_the_lane_and_pauses_it_briefly() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=12), Slots(64))
+    lane = BucketGroup(LanePolicy(initial_limit=12), Slots(64))
     lane.observe(THROTTLED)
     lane.observe(THROTTLED)  # the same storm: one cut
     assert lane.limit == 6
@@ -109,8 +114,8 @@ async def test_throttling_halves_the_lane_and_pauses_it_briefly() -> None:
     assert loop.time() - started >= lane.latency * 0.5  # waited out the pause
 
 
-def storm_lane() -> Lane:
-    lane = Lane("p", LanePolicy(initial_limit=8, throttle_pause=0.05), Slots(64))
+def storm_lane() -> BucketGroup:
+    lane = BucketGroup(LanePolicy(initial_limit=8, throttle_pause=0.05), Slots(64))
     lane.latency = 0.01
     return lane
 
@@ -196,20 +201,41 @@ async def test_a_probe_that_gives_up_passes_its_turn_on() -> None:
 
 
 async def test_a_throttled_lane_takes_on_a_slot_of_jobs_at_most() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=8), Slots(64))
+    lane = host_lane(LanePolicy(initial_limit=8))
     assert lane.free_jobs == 8 * JOBS_PER_SLOT
     lane.observe(THROTTLED)
     assert lane.free_jobs == JOBS_PER_SLOT
 
 
-async def test_server_errors_and_timeouts_shrink_the_lane() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=8), Slots(64))
+async def test_server_errors_and_timeouts_shrink_the_host_lane_not_its_group() -> None:
+    lane = host_lane(LanePolicy(initial_limit=8))
     lane.observe(Outcome(Action.retry, RetryCode.timeout))
     assert lane.limit == 6
+    assert lane.group.limit == 8
+
+
+async def test_a_host_lane_grows_back_once_answers_get_through() -> None:
+    lane = host_lane(LanePolicy(initial_limit=2))
+    lane.observe(Outcome(Action.retry, RetryCode.platform_error, http_status=500))
+    assert lane.slots == 1
+    requests = Requests(lane)
+    await requests.start(1)
+    lane.observe(answered(500))
+    assert lane.slots == 2
+    await requests.finish()
+
+
+async def test_the_hosts_of_a_group_share_its_room_for_jobs() -> None:
+    bucket_map = BucketMap("p", LanePolicy(initial_limit=2), GroupingPolicy(), Slots(64))
+    first, second = bucket_map.host("https://a.example"), bucket_map.host("https://b.example")
+    second.group = first.group  # as if learned
+    for _ in range(2 * JOBS_PER_SLOT):
+        first.job_started()
+    assert first.free_jobs == 0 and second.free_jobs == 0
 
 
 async def test_requests_beyond_the_limit_wait_for_a_slot() -> None:
-    lane = Lane("p", LanePolicy(initial_limit=2), Slots(64))
+    lane = BucketGroup(LanePolicy(initial_limit=2), Slots(64))
     order: list[str] = []
     gate = asyncio.Event()
 
@@ -228,8 +254,8 @@ async def test_requests_beyond_the_limit_wait_for_a_slot() -> None:
 
 async def test_the_instance_cap_is_shared_by_all_lanes() -> None:
     shared = Slots(1)
-    first = Lane("p1", LanePolicy(initial_limit=4), shared)
-    second = Lane("p2", LanePolicy(initial_limit=4), shared)
+    first = BucketGroup(LanePolicy(initial_limit=4), shared)
+    second = BucketGroup(LanePolicy(initial_limit=4), shared)
     inside = asyncio.Event()
     leave = asyncio.Event()
 

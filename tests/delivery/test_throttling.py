@@ -36,7 +36,7 @@ async def test_a_throttling_storm_costs_each_job_at_most_a_few_tries(
     world = await make_world(lti_context, sandbox, students=STUDENTS)  # Canvas's throttle on
     await sandbox.admin.set_faults(latency_ms=25)
     await world.enqueue_many(world.students)
-    await sandbox.admin.fill_bucket(f"lti_advantage:{world.client_id}", STORM_LEVEL)
+    await sandbox.admin.fill_bucket(sandbox.bucket_key(world.client_id), STORM_LEVEL)
     engine = DeliveryEngine(lti_context, policy=quick_policy(concurrency=32))
     await engine.start()
     try:
@@ -66,7 +66,7 @@ async def test_jobs_queued_during_a_storm_wait_in_the_queue(
     lti_context: AppContext, sandbox: RunningSandbox
 ) -> None:
     world = await make_world(lti_context, sandbox, students=30)
-    await sandbox.admin.fill_bucket(f"lti_advantage:{world.client_id}", STORM_LEVEL)
+    await sandbox.admin.fill_bucket(sandbox.bucket_key(world.client_id), STORM_LEVEL)
     engine = DeliveryEngine(lti_context, policy=quick_policy(concurrency=32))
     await world.enqueue(world.students[0])
     await engine.start()

@@ -307,12 +307,12 @@ async def test_throttling_shrinks_the_lane_and_every_grade_still_arrives(
 ) -> None:
     world = await make_world(lti_context, sandbox, students=20)
     # Another tool of the same developer key has filled the bucket: Canvas refuses for a while.
-    await sandbox.admin.fill_bucket(f"lti_advantage:{world.client_id}", 650)
+    await sandbox.admin.fill_bucket(sandbox.bucket_key(world.client_id), 650)
     engine = DeliveryEngine(lti_context, policy=quick_policy())
     await world.enqueue_many(world.students)
     await engine.drain()
     lane = engine.lane(world.platform.id)
-    assert lane is not None and lane.limit < engine.policy.lanes.initial_limit
+    assert lane is not None and lane.group.limit < engine.policy.lanes.initial_limit
     assert engine.stats.throttled > 0
     await world.settle(engine, rounds=300)
     assert {job.status for job in await world.jobs()} == {JobStatus.delivered}

@@ -169,6 +169,22 @@ async def test_a_students_result_is_read_with_what_canvas_stored_of_the_post(
     assert missing.result is None
 
 
+async def test_every_students_result_is_read_following_the_pages(world: World) -> None:
+    ags = world.context.ags
+    for index, student in enumerate(world.students[:3]):
+        await ags.post_score(
+            world.platform, world.line_item_url, a_score(student, score_given=Decimal(index))
+        )
+
+    results = await ags.read_results(world.platform, f"{world.line_item_url}?limit=2")
+
+    assert [(result.user_id, result.score) for result in results] == [
+        (student, Decimal(index)) for index, student in enumerate(world.students[:3])
+    ]
+    pages = await world.sandbox.admin.requests(path_contains="/results", method="GET")
+    assert len(pages) == 2, "one paged read: two pages of two"
+
+
 async def test_one_token_serves_line_items_results_and_scores(world: World) -> None:
     ags, student = world.context.ags, world.students[0]
     await ags.read_line_item(world.platform, world.line_item_url)

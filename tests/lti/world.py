@@ -183,9 +183,15 @@ class World:
 
 
 async def register_scenario(
-    context: AppContext, seeded: Mapping[str, Any], base_url: str, *, label: str = "sandbox"
+    context: AppContext,
+    seeded: Mapping[str, Any],
+    base_url: str,
+    *,
+    label: str = "sandbox",
+    also: Sequence[str] = (),
 ) -> Platform:
-    """Register the platform of a sandbox scenario (the admin API's answer) in the service."""
+    """Register the platform of a sandbox scenario (the admin API's answer) in the service;
+    `also`: the base URLs of the sandbox's other Canvas hosts, allowed as well."""
     now = context.clock()
     platform = Platform(
         issuer=seeded["issuer"],
@@ -193,7 +199,7 @@ async def register_scenario(
         deployment_ids=[seeded["deployment_id"]],
         token_url=seeded["token_url"],
         jwks_url=seeded["jwks_url"],
-        allowed_hosts=[host_of(base_url)],
+        allowed_hosts=list(dict.fromkeys(host_of(url) for url in (base_url, *also))),
         label=label,
         created_at=now,
         updated_at=now,
@@ -217,7 +223,9 @@ async def make_world(
         students=students,
         **scenario,
     )
-    platform = await register_scenario(context, seeded, sandbox.base_url)
+    platform = await register_scenario(
+        context, seeded, sandbox.base_url, also=[host.base_url for host in sandbox.hosts]
+    )
     return World(
         sandbox=sandbox,
         context=context,

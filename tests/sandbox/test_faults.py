@@ -194,3 +194,17 @@ async def test_dropped_connection_is_a_tcp_reset(
     with pytest.raises(ConnectionResetError):
         await reader.read()
     writer.close()
+
+
+async def test_a_fault_naming_a_host_breaks_that_host_only(
+    sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
+) -> None:
+    broken, healthy = sandbox.hosts[1], sandbox.hosts[2]
+    await sandbox.admin.add_fault("error", status=500, host=broken.netloc)
+    url = line_item_url(sandbox, world)
+
+    failing = await http.get(broken.url_of(url), headers=bearer(token))
+    working = await http.get(healthy.url_of(url), headers=bearer(token))
+
+    assert failing.status_code == 500
+    assert working.status_code == 200

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from app.sandbox import Scenario, ThrottleSettings
-from app.sandbox.throttle import Throttle
+from app.sandbox.config import DEFAULT_CLUSTER
+from app.sandbox.throttle import Throttle, ags_bucket_key
 from tests.sandbox.canvas import bearer, line_item_url, media_type
 from tests.support.sandbox import RunningSandbox, ToolKey, token_form
 
@@ -23,7 +25,7 @@ def assert_throttled(response: httpx.Response) -> None:
 
 
 def bucket(world: Scenario) -> str:
-    return f"lti_advantage:{world.client_id}"
+    return ags_bucket_key(world.client_id, DEFAULT_CLUSTER)
 
 
 async def test_answers_carry_request_cost_and_remaining_capacity(
@@ -163,3 +165,37 @@ def test_bucket_charges_the_cost_after_refunding_the_up_front_reservation() -> N
     now[0] += 2  # 51 leaks to 31; refunding 50 and charging 1 floors the bucket at 0
     assert throttle.complete(second, 1.0) == 600.0
     assert throttle.admit("k") is not None
+
+
+async def test_hosts_on_one_cluster_share_a_bucket_and_other_clusters_have_their_own(
+    sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
+) -> None:
+    first, same_cluster, other_cluster = sandbox.hosts[0], sandbox.hosts[1], sandbox.hosts[2]
+    assert first.cluster == same_cluster.cluster != other_cluster.cluster
+    sandbox.clock.freeze()
+    await sandbox.admin.fill_bucket(sandbox.bucket_key(world.client_id, first), 700)
+    url = line_item_url(sandbox, world)
+
+    assert_throttled(await http.get(first.url_of(url), headers=bearer(token)))
+    assert_throttled(await http.get(same_cluster.url_of(url), headers=bearer(token)))
+    unaffected = await http.get(other_cluster.url_of(url), headers=bearer(token))
+
+    assert unaffected.status_code == 200
+    assert unaffected.headers["x-rate-limit-remaining"] == "599.9"
+    assert sandbox.state.throttle.levels()[
+        ags_bucket_key(world.client_id, other_cluster.cluster)
+    ] == pytest.approx(0.1)
+
+
+async def test_a_token_from_the_one_token_endpoint_is_good_on_every_host(
+    sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
+) -> None:
+    url = line_item_url(sandbox, world)
+
+    statuses = [
+        (await http.get(host.url_of(url), headers=bearer(token))).status_code
+        for host in sandbox.hosts
+    ]
+
+    assert statuses == [200] * len(sandbox.hosts)
+    assert sandbox.state.token_grants(world.client_id) == 1

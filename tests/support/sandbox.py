@@ -28,6 +28,10 @@ Or without fixtures::
 
 `sandbox` (function scope) is the session's server after `reset()`: no records, empty
 buckets and log, the configured faults, flags and throttle numbers, the clock on real time.
+
+The sandbox plays several Canvas hosts, each on its own port and database cluster
+(`RunningSandbox.hosts`; the first is `base_url`): the session's server has four, on the
+clusters of `SESSION_CLUSTERS`. A line item on another host is `host.url_of(line_item_url)`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -50,11 +55,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.sandbox import SandboxConfig, SandboxState, create_sandbox_app
-from app.sandbox.config import utc_now
+from app.sandbox.config import DEFAULT_CLUSTER, utc_now
 from app.sandbox.jose import generate_rsa_key, rsa_public_jwk, sign_rs256
 from app.sandbox.protocol import AGS_SCOPES, ASSERTION_TYPE_JWT_BEARER, TOKEN_PATH
+from app.sandbox.throttle import ags_bucket_key
 
 START_TIMEOUT_SECONDS = 10.0
+SESSION_CLUSTERS = (DEFAULT_CLUSTER, DEFAULT_CLUSTER, "cluster2", "cluster3")
+"""The clusters of the session sandbox's hosts: two on one cluster, two on others."""
 
 
 class TestClock:
@@ -161,17 +169,24 @@ def token_form(
     }
 
 
+def _bound_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
 class LoopbackServer:
     """Serve an ASGI app with uvicorn on 127.0.0.1 in a background thread.
 
-    Binds the socket first, so `base_url` is known before the app is built.
+    Binds the socket first, so `base_url` is known before the app is built; `extra` more
+    sockets (free ports, `ports[1:]`) are served by the same server.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
-        self.host, self.port = self._socket.getsockname()[:2]
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, extra: int = 0) -> None:
+        self._sockets = [_bound_socket(host, port)] + [_bound_socket(host, 0) for _ in range(extra)]
+        self.host, self.port = self._sockets[0].getsockname()[:2]
+        self.ports: list[int] = [sock.getsockname()[1] for sock in self._sockets]
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -191,7 +206,7 @@ class LoopbackServer:
         server = uvicorn.Server(config)
         self._server = server
         self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [self._socket]}, daemon=True, name="sandbox"
+            target=server.run, kwargs={"sockets": self._sockets}, daemon=True, name="sandbox"
         )
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -206,7 +221,8 @@ class LoopbackServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=START_TIMEOUT_SECONDS)
-        self._socket.close()
+        for sock in self._sockets:
+            sock.close()
 
 
 class SandboxAdmin:
@@ -425,6 +441,24 @@ class SandboxAdmin:
         await self.call("DELETE", "/requests")
 
 
+@dataclass(frozen=True)
+class CanvasHost:
+    """One of the Canvas hosts a sandbox plays: its root URL and database cluster."""
+
+    base_url: str
+    cluster: str
+
+    @property
+    def netloc(self) -> str:
+        """``127.0.0.1:PORT``: how fault rules name the host."""
+        return urlsplit(self.base_url).netloc
+
+    def url_of(self, url: str) -> str:
+        """`url` (of any of the sandbox's hosts) on this host."""
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(scheme="http", netloc=self.netloc))
+
+
 @dataclass
 class RunningSandbox:
     """A sandbox served on loopback: its URL, its state (seed in-process) and admin client."""
@@ -434,6 +468,13 @@ class RunningSandbox:
     admin: SandboxAdmin
     clock: TestClock
     server: LoopbackServer = field(repr=False)
+    hosts: list[CanvasHost] = field(default_factory=list)
+    """Every Canvas host played, `base_url`'s first."""
+
+    def bucket_key(self, client_id: str, host: CanvasHost | None = None) -> str:
+        """The throttle bucket of a developer key's AGS calls to `host` (default the first)."""
+        cluster = (host or self.hosts[0]).cluster if self.hosts else DEFAULT_CLUSTER
+        return ags_bucket_key(client_id, cluster)
 
     @property
     def token_url(self) -> str:
@@ -471,11 +512,16 @@ class RunningSandbox:
 
 @asynccontextmanager
 async def run_sandbox(
-    config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    config: SandboxConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clusters: Sequence[str] = (DEFAULT_CLUSTER,),
 ) -> AsyncIterator[RunningSandbox]:
     """Start a fresh sandbox on loopback; stop it on exit.
 
-    `config.base_url` defaults to the bound address; `config.clock` to a `TestClock`.
+    `config.base_url` defaults to the bound address; `config.clock` to a `TestClock`. One Canvas
+    host is played per entry of `clusters` (its database cluster), the first on `port`.
     """
     config = config or SandboxConfig()
     if isinstance(config.clock, TestClock):
@@ -484,13 +530,22 @@ async def run_sandbox(
         clock = TestClock()
     else:
         raise TypeError("pass a TestClock (or no clock) so tests can move time")
-    server = LoopbackServer(host, port)
-    config = replace(config, clock=clock, base_url=config.base_url or server.base_url)
+    server = LoopbackServer(host, port, extra=max(0, len(clusters) - 1))
+    mapped = dict(zip(server.ports, clusters, strict=True))
+    config = replace(
+        config,
+        clock=clock,
+        base_url=config.base_url or server.base_url,
+        clusters={**config.clusters, **mapped},
+    )
     app = create_sandbox_app(config)
     await asyncio.to_thread(server.start, app)
     admin = SandboxAdmin(server.base_url)
+    hosts = [
+        CanvasHost(f"http://{server.host}:{bound}", cluster) for bound, cluster in mapped.items()
+    ]
     try:
-        yield RunningSandbox(server.base_url, app.sandbox_state, admin, clock, server)
+        yield RunningSandbox(server.base_url, app.sandbox_state, admin, clock, server, hosts)
     finally:
         await admin.aclose()
         await asyncio.to_thread(server.stop)
@@ -498,8 +553,8 @@ async def run_sandbox(
 
 @pytest.fixture(scope="session", name="sandbox_server")
 async def sandbox_server_fixture() -> AsyncIterator[RunningSandbox]:
-    """One sandbox for the session (Canvas defaults: throttle on)."""
-    async with run_sandbox() as running:
+    """One sandbox for the session (Canvas defaults: throttle on), playing four Canvas hosts."""
+    async with run_sandbox(clusters=SESSION_CLUSTERS) as running:
         yield running
 
 
