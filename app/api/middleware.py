@@ -80,6 +80,7 @@ class RequestContextMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
+        self._deadlines = _BodyDeadlines(body_timeout)
         self.direct_routes = dict(direct_routes or {})
         self.exception_handlers = exception_handlers or {}
         self._metrics: Metrics | None = None
@@ -109,12 +110,16 @@ class RequestContextMiddleware:
             if scope["method"] in BODY_METHODS:
                 # The whole body is read here, before the app, within `body_timeout`: a
                 # client that trickles it in holds a connection and a task only that long.
+                task = self._deadlines.begin()
                 try:
-                    async with asyncio.timeout(self.body_timeout):
-                        body = await self._read_capped(receive)
-                except TimeoutError:
+                    body = await self._read_capped(receive)
+                except asyncio.CancelledError:
+                    if not self._deadlines.cut_off(task):
+                        raise
                     await self._timed_out(scope, receive, send, header)
                     return
+                finally:
+                    self._deadlines.end(task)
                 if isinstance(body, _Disconnected):
                     log.info(
                         "client disconnected before sending its whole request",
@@ -124,10 +129,12 @@ class RequestContextMiddleware:
                 if body is None:
                     await self._too_large(scope, receive, send, header)
                     return
-                receive = _replay(body, receive)
+                receive = _replay(body, receive)  # (read in full and capped already)
+            else:
+                receive = self._limited(receive)
             endpoint = self.direct_routes.get((scope["method"], scope["path"]))
             app = self.app if endpoint is None else self._direct(endpoint)
-            await app(scope, self._limited(receive), self._tagged(send, header, answered))
+            await app(scope, receive, self._tagged(send, header, answered))
         finally:
             seconds = time.perf_counter() - started
             metrics = self._metrics or self._find_metrics(scope)
@@ -181,10 +188,13 @@ class RequestContextMiddleware:
         may), `_DISCONNECTED` when the client leaves before its end.
 
         Read here, before the app, so the answer can still be a clean 413."""
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            whole: bytes = message.get("body", b"")  # the usual case: one message
+            return whole if len(whole) <= self.max_body_bytes else None
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
             if message["type"] != "http.request":
                 return _DISCONNECTED
             chunk = message.get("body", b"")
@@ -194,6 +204,7 @@ class RequestContextMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+            message = await receive()
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
@@ -242,6 +253,60 @@ class RequestContextMiddleware:
         )
         response.raw_headers.append(header)
         await response(scope, receive, send)
+
+
+class _BodyDeadlines:
+    """Cuts off request bodies still being read `timeout` seconds after they began.
+
+    One watchdog task looks at the reads in progress a few times per timeout, rather than a
+    timer per request: on the intake's hot path a timer per request (`asyncio.timeout`)
+    cost more than the rest of this middleware. A read is cut off within a quarter of the
+    timeout (at most a second) after its deadline, by cancelling the request's task there.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._tick = min(timeout / 4, 1.0)
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def begin(self) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        self._reading[task] = loop.time() + self.timeout
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.done() or watchdog.get_loop() is not loop:
+            self._watchdog = loop.create_task(self._watch(), name="request body deadlines")
+        return task
+
+    def end(self, task: asyncio.Task[Any]) -> None:
+        self._reading.pop(task, None)
+
+    def cut_off(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the task was cancelled for its deadline (then it is not cancelled any
+        more); False for any other cancellation, which goes on."""
+        if task not in self._cut:
+            return False
+        self._cut.discard(task)
+        task.uncancel()
+        return True
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._reading:
+                await asyncio.sleep(self._tick)
+                now = loop.time()
+                for task, deadline in list(self._reading.items()):
+                    if deadline <= now:
+                        # The task waits in its read (it leaves `_reading` right after).
+                        del self._reading[task]
+                        self._cut.add(task)
+                        task.cancel()
+        finally:
+            self._watchdog = None
 
 
 def _route_template(scope: Scope, direct: bool) -> str:

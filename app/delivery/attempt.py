@@ -134,12 +134,8 @@ class TracebackOnce:
 
     def report(self, error: Exception, job_id: int) -> None:
         frames = traceback.extract_tb(error.__traceback__)
-        where = frames[-1] if frames else None
-        cause = (
-            type(error).__name__,
-            where.filename if where else "",
-            where.lineno or 0 if where else 0,
-        )
+        filename, line = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        cause = (type(error).__name__, filename, line)
         if cause in self._seen:
             return
         if len(self._seen) >= CAUSES_REMEMBERED:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.store.models import Launch, UsedIdToken
@@ -71,9 +71,3 @@ async def bind_id_token(
     )
     assert bound is not None
     return bound
-
-
-async def prune_used_id_tokens(session: AsyncSession, now: datetime) -> int:
-    """Forget id_tokens that have expired (they can no longer be verified); returns how many."""
-    result = await session.execute(delete(UsedIdToken).where(UsedIdToken.expires_at < now))
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from app.api.openapi import PROBLEM_SCHEMA, REQUIRED_SCOPE_EXTENSION
-from tests.browser.test_teacher_page import CHROMIUM, CHROMIUM_ARGS, OUTPUT
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, OUTPUT
 from tests.support.auth import EVENTS_KEY, bearer
 from tests.support.processes import ServiceProcess, service_env, start_service
 

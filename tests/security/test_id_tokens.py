@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 
 from app.context import AppContext
 from app.sandbox.jose import generate_rsa_key, rsa_public_jwk, sign_hs256, sign_rs256
-from app.store.launches import prune_used_id_tokens
 from app.store.models import Launch
+from app.store.retention import prune
 from tests.reliability.remote import EVENTS, RemoteClass, seed_class
 from tests.security.attacker import (
     RecordingServer,
@@ -325,14 +325,14 @@ async def test_concurrent_posts_of_one_id_token_for_two_students_bind_one(
     assert await launches_kept(context) == 1
 
 
-async def test_expired_id_tokens_can_be_forgotten(
+async def test_expired_id_tokens_are_forgotten_by_retention(
     client: httpx.AsyncClient, context: AppContext, room: RemoteClass
 ) -> None:
-    recorded = await post_launch(
-        client, room, platform_signed(room, genuine_claims(room, room.learners[0]))
-    )
+    token = platform_signed(room, genuine_claims(room, room.learners[0]))
+    recorded = await post_launch(client, room, token)
     assert recorded.status_code == 201, recorded.text
-    async with context.sessions() as session, session.begin():
-        assert await prune_used_id_tokens(session, datetime.now(UTC)) == 0
-        later = datetime.now(UTC) + timedelta(days=1)
-        assert await prune_used_id_tokens(session, later) == 1
+
+    kept = await prune(context.sessions, older_than=datetime.now(UTC))
+    forgotten = await prune(context.sessions, older_than=datetime.now(UTC) + timedelta(days=1))
+
+    assert (kept.used_id_tokens, forgotten.used_id_tokens) == (0, 1)
