@@ -395,7 +395,6 @@ class HostLane:
         self.latency = 0.1
         """Smoothed seconds per request: the window between two decreases."""
         self.group = BucketGroup(policy, bucket_map.shared)
-        self.group_changed = time.monotonic()
         self._map = bucket_map
         self._slots = Slots(self.slots)
         self._last_decrease = -math.inf
@@ -463,8 +462,9 @@ class HostLane:
             and self.requests >= self.slots
         ):
             # Answered, and the host's limit held work back: one more (it only stands in
-            # the way after the host struggled; the group's limit paces the bucket).
-            self.limit = min(self.policy.max_limit, self.limit + 1.0)
+            # the way after the host struggled; the group's limit paces the bucket, and a
+            # host never needs more than its group allows).
+            self.limit = min(self.policy.max_limit, self.limit + 1.0, self.group.limit + 1.0)
             self._slots.resize(self.slots)
         remaining = 0.0 if outcome.throttled else outcome.rate_limit_remaining
         if remaining is not None:
@@ -621,7 +621,6 @@ class BucketMap:
         for origin, lane in self.hosts.items():
             components.setdefault(root(origin), []).append(lane)
         sizes = Counter(id(lane.group) for lane in self.hosts.values())
-        now = time.monotonic()
         for members in components.values():
             current = members[0].group
             if all(lane.group is current for lane in members) and sizes[id(current)] == len(
@@ -632,5 +631,4 @@ class BucketMap:
             group.inherit({id(lane.group): lane.group for lane in members}.values())
             for lane in members:
                 lane.group = group
-                lane.group_changed = now
                 group.jobs += lane.jobs
