@@ -521,6 +521,8 @@ class BucketMap:
         self._links: set[frozenset[str]] = set()
         self._mark = -math.inf
         """The highest remaining seen: the bucket's mark as the platform reports it."""
+        self.regroups = 0
+        """How often the groups changed (figures)."""
 
     def host(self, origin: str) -> HostLane:
         lane = self.hosts.get(origin)
@@ -620,6 +622,7 @@ class BucketMap:
         components: dict[str, list[HostLane]] = {}
         for origin, lane in self.hosts.items():
             components.setdefault(root(origin), []).append(lane)
+        self.regroups += 1
         sizes = Counter(id(lane.group) for lane in self.hosts.values())
         for members in components.values():
             current = members[0].group

@@ -93,8 +93,9 @@ class DeliveryPolicy:
     """Seconds between looks for work when nothing rings the doorbell."""
     lease: timedelta = timedelta(seconds=120)
     claim_batch: int = 100
-    flush_delay: float = 0.005
-    """Seconds results wait to be written together with others."""
+    flush_delay: float = 0.05
+    """Seconds results wait to be written together with others (one transaction for many:
+    at Canvas's pace, 5 ms wrote one or two a time, a third of the CPU per score)."""
     shutdown_grace: float = 10.0
     """Seconds a stopping engine lets running deliveries finish before releasing them."""
     platform_refresh: float = 5.0
