@@ -318,7 +318,10 @@ class BucketGroup:
             self._open()  # the probe got through: the storm is over
         if outcome.http_status is None:
             pass
-        elif remaining is not None and self._above_capacity(remaining, now):
+        elif remaining is not None and self._busy() and self._above_capacity(remaining, now):
+            # (Only while every slot is in use: with fewer in flight the limit holds nothing
+            # back, and an answer the loop read late, after others that the platform sent
+            # later, would understate the bucket.)
             self.limit = max(policy.min_limit, self._capacity_estimate() - policy.margin)
         elif remaining is not None and remaining < policy.ample_remaining:
             self.slow_start = False
