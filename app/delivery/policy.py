@@ -15,7 +15,10 @@ from tenacity.wait import wait_base
 
 from app.config import Settings
 
-JOBS_PER_REQUEST = 2
+JOBS_PER_REQUEST = 4
+"""Jobs under way per request the engine may have in flight: a job waits for its line item
+read (shared with others) before it posts, and results wait to be written, so with several
+hosts at their limits two per request left slots idle."""
 
 
 @dataclass(frozen=True)
