@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
-import pydantic
 import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -55,7 +54,8 @@ DEV_KEY_FILE = "dev-api-key"
 
 
 def _refuse(message: str) -> NoReturn:
-    """Stop with one line naming the problem (no traceback) and a non-zero exit."""
+    """Stop with one line naming the problem (no traceback) and a non-zero exit, in the same
+    form as the errors `main` turns into lines (`describe_error`)."""
     typer.echo(f"passback: {message}", err=True)
     raise typer.Exit(2)
 
@@ -72,10 +72,7 @@ def _global_options(
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        _refuse(describe_settings_error(exc))
+    return Settings()  # a setting that cannot work: one line by describe_error
 
 
 def _tool_keys(settings: Settings) -> list[ToolKey]:
@@ -143,7 +140,7 @@ def serve(
     upgrade_to_head(settings.database_url)
     _tool_keys(settings)
     settings, dev_key = _with_development_key(settings)
-    if dev_key is not None:  # development mode: teacher tokens of `passback teacher-token` work
+    if settings.dev_mode:  # teacher tokens of `passback teacher-token` work without a setting
         settings = with_development_teacher_secret(settings)
     settings = settings.model_copy(update={"run_workers": workers})
     from app.serve import run_service
@@ -233,6 +230,7 @@ class NoApiKeyError(Exception):
 def keys_rotate() -> None:
     """Make a new current signing key for every instance; the old one stays published."""
     settings = _settings()
+    _require_migrated(settings)
     try:
         current, *previous = asyncio.run(rotate_tool_keys(settings))
     except ToolKeysError as exc:
@@ -249,7 +247,9 @@ def keys_rotate() -> None:
 @keys_cli.command("show")
 def keys_show() -> None:
     """Print the public JWKS (what /.well-known/jwks.json serves)."""
-    keys = _tool_keys(_settings())
+    settings = _settings()
+    _require_migrated(settings)
+    keys = _tool_keys(settings)
     typer.echo(json.dumps({"keys": [key.public_jwk() for key in keys]}, indent=2))
 
 
@@ -295,7 +295,7 @@ def platforms_add(
     try:
         platform = asyncio.run(register_platform_from_cli(_settings(), body))
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"passback: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(json.dumps(platform, indent=2, default=str))
 
@@ -313,12 +313,14 @@ def platforms_invite(
     """Make a single-use Dynamic Registration link for a platform admin to paste."""
     from app.install import NotConfiguredError, create_invite_from_cli, parse_duration
 
+    settings = _settings()
+    _require_migrated(settings)
     try:
         url, expires_at = asyncio.run(
-            create_invite_from_cli(_settings(), label=label, ttl=parse_duration(ttl))
+            create_invite_from_cli(settings, label=label, ttl=parse_duration(ttl))
         )
     except (ValueError, NotConfiguredError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"passback: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(url)
     typer.echo(f"single use, valid until {expires_at.isoformat(timespec='seconds')}", err=True)
@@ -444,26 +446,18 @@ def _database_named() -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _setting_errors(exc: pydantic.ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
-        message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"PASSBACK_{field.upper()}: {message}" if field else message)
-    return "invalid setting " + "; ".join(problems)
-
-
 def describe_error(exc: BaseException) -> str | None:
     """The one line a known mistake answers with; None for an unexpected error."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         where = exc.request.url.copy_with(path="/", query=None)
-        return f"cannot reach {where} ({exc or 'connection refused'}): is the service running?"
+        reason = exc or "connection refused"
+        return f"cannot reach {where} ({reason}): is it running (scripts/start)?"
     if isinstance(exc, httpx.TimeoutException):
         return f"{exc.request.url} did not answer in time"
     if isinstance(exc, ServiceAnswerError):
         return str(exc)
-    if isinstance(exc, pydantic.ValidationError) and exc.title == Settings.__name__:
-        return _setting_errors(exc)
+    if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
+        return describe_settings_error(exc)
     if isinstance(exc, SettingsError):
         return f"invalid setting: {exc}"
     if isinstance(exc, NoTeacherTokenSecretError | DatabaseNotMigratedError | NoApiKeyError):
@@ -493,7 +487,7 @@ def main(args: Sequence[str] | None = None) -> None:
         line = describe_error(exc)
         if line is None:
             line = f"unexpected error: {type(exc).__name__}: {exc} (run with --debug to see where)"
-        typer.echo(f"error: {line}", err=True)
+        typer.echo(f"passback: {line}", err=True)
         raise SystemExit(1) from None
 
 

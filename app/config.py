@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import json
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -105,7 +104,9 @@ class Settings(BaseSettings):
     teacher_token_audience: str = "passback"
 
     tool_key_file: Path | None = Field(
-        default=None, description="PEM of the current tool private key; generated when absent."
+        default=None,
+        description="PEM of the current tool private key, managed by the operator (the "
+        "database then holds no keys; an older PEM in tool_key_dir stays published).",
     )
     tool_key_dir: Path | None = Field(
         default=None,
@@ -131,6 +132,12 @@ class Settings(BaseSettings):
 
     http_connect_timeout: float = Field(default=5.0, gt=0)
     http_read_timeout: float = Field(default=30.0, gt=0)
+    http_max_answer_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest answer read from a platform (token, AGS, results, JWKS), in bytes "
+        "once decompressed; a larger one is aborted and treated as an unusable answer.",
+    )
     delivery_deadline_seconds: float = Field(default=24 * 3600, gt=0)
     worker_concurrency: int = Field(default=64, ge=1)
     worker_poll_interval: float = Field(default=0.5, gt=0)
@@ -250,7 +257,7 @@ class Settings(BaseSettings):
             return [host.strip() for host in value.split(",") if host.strip()]
         return value
 
-    @cached_property
+    @property
     def keys_dir(self) -> Path:
         return self.tool_key_dir or self.var_dir / "keys"
 

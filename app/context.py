@@ -23,6 +23,7 @@ from app.clock import Clock, utc_now
 from app.config import Settings
 from app.delivery.wakeup import Wakeup
 from app.intake.events import EventIntake
+from app.lti import http as lti_http
 from app.lti.ags import AgsClient
 from app.lti.jwks import JwksCache
 from app.lti.keys import ToolKeyring
@@ -50,23 +51,15 @@ def new_instance_id() -> str:
 def outbound_http_client(
     settings: Settings, *, max_connections: int = 200, verify: ssl.SSLContext | bool = True
 ) -> httpx.AsyncClient:
-    """The one client for calls to platforms: explicit timeouts and connection limits.
-
-    Pass `verify` (an SSL context) to share one certificate store between clients.
-    """
-    timeout = httpx.Timeout(
-        connect=settings.http_connect_timeout,
-        read=settings.http_read_timeout,
-        write=settings.http_read_timeout,
-        pool=settings.http_read_timeout,
-    )
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
-    return httpx.AsyncClient(
-        timeout=timeout,
-        limits=limits,
-        follow_redirects=False,
-        headers={"User-Agent": "passback"},
+    """The client for calls to platforms: the settings' timeouts and answer cap, and
+    connections only to public addresses unless the host is an insecure host (app/lti/egress)."""
+    return lti_http.outbound_http_client(
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        max_answer_bytes=settings.http_max_answer_bytes,
+        max_connections=max_connections,
         verify=verify,
+        insecure_hosts=settings.insecure_hosts,
     )
 
 

@@ -1,14 +1,22 @@
-"""Structured JSON logs with the request id and job id of the work in progress."""
+"""Structured JSON logs with the request id and job id of the work in progress.
+
+The JSON lines are python-json-logger's (extras, exceptions and odd values handled there);
+we add the context ids, lower-case levels, drop uvicorn's ANSI-coloured `color_message`, and
+redact secrets from the finished line. Logging is off the hot path (the request middleware
+logs only at DEBUG), so the library costs nothing that matters.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 job_id_var: ContextVar[int | None] = ContextVar("job_id", default=None)
@@ -32,27 +40,36 @@ def redact(text: str) -> str:
     return text
 
 
-_STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# uvicorn logs every message twice, the second time with ANSI colour codes: not for JSON.
+_NOT_LOGGED = (*RESERVED_ATTRS, "color_message")
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+class JsonFormatter(_LibraryJsonFormatter):
+    """One JSON object a line: time, level, logger, message, request_id, job_id, extras."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ["levelname", "name", "message"],
+            rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+            reserved_attrs=_NOT_LOGGED,
+            json_default=str,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["time"] = datetime.fromtimestamp(record.created, UTC).isoformat(
+            timespec="milliseconds"
+        )
+        super().add_fields(log_data, record, message_dict)
+        log_data["level"] = record.levelname.lower()
         if (request_id := request_id_var.get()) is not None:
-            entry["request_id"] = request_id
+            log_data["request_id"] = request_id
         if (job_id := job_id_var.get()) is not None:
-            entry["job_id"] = job_id
-        for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str))
+            log_data["job_id"] = job_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class RedactingFormatter(logging.Formatter):

@@ -11,11 +11,12 @@ from fastapi.responses import JSONResponse
 
 from app.api import events, jobs, launches, lti, passback, platforms, system, teach
 from app.api.middleware import BodyTooLargeError, RequestContextMiddleware
-from app.api.openapi import install_openapi
+from app.api.openapi import install_openapi, operation_id
 from app.api.problems import install_problem_handlers, problem_response
 from app.config import Settings
 from app.context import AppContext
 from app.delivery import DeliveryEngine
+from app.metrics import package_version
 
 DESCRIPTION = """\
 Passes Formative scores back to Canvas (and any LTI 1.3 Advantage platform) through the
@@ -50,9 +51,12 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 
     app = FastAPI(
         title="passback",
-        version="1.0.0",
+        version=package_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_openapi from local assets
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     if context is not None:
         app.state.context = context
@@ -68,6 +72,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     )
     for module in (system, platforms, launches, events, passback, jobs, teach, lti):
         app.include_router(module.router)
+    app.mount(teach.STATIC_PATH, teach.web_assets(), name="teach-static")
     return app
 
 

@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import utc_now
 from app.config import Settings
-from app.lti.urls import UnsafeUrlError, check_url_shape, host_of, normalize_host_pattern
+from app.lti.urls import (
+    UnsafeUrlError,
+    check_host_pattern,
+    check_url_shape,
+    host_of,
+    normalize_host_pattern,
+    without_credentials,
+)
 from app.store import platforms as store
 from app.store.db import create_engine, create_session_factory
 from app.store.models import Platform
@@ -91,9 +98,10 @@ class PlatformOut(BaseModel):
             issuer=platform.issuer,
             client_id=platform.client_id,
             deployment_ids=list(platform.deployment_ids),
-            token_url=platform.token_url,
-            token_audience=platform.audience,
-            jwks_url=platform.jwks_url,
+            # (URLs with credentials are refused; any stored before are shown without them)
+            token_url=without_credentials(platform.token_url),
+            token_audience=without_credentials(platform.audience),
+            jwks_url=without_credentials(platform.jwks_url),
             allowed_hosts=list(platform.allowed_hosts),
             label=platform.label,
             active=platform.active,
@@ -103,11 +111,23 @@ class PlatformOut(BaseModel):
 
 
 def _check_urls(platform: Platform, insecure_hosts: Iterable[str]) -> None:
+    """The registration sends tokens and grades only where it should: https URLs without
+    credentials, hosts that are not internal (unless insecure hosts allow them), and no
+    allowed-host pattern as wide as a top-level domain."""
     try:
         for url in (platform.token_url, platform.jwks_url, platform.audience):
             check_url_shape(url, insecure_hosts=insecure_hosts)
+        for pattern in platform.allowed_hosts:
+            check_host_pattern(pattern, insecure_hosts=insecure_hosts)
     except UnsafeUrlError as exc:
         raise RegistryError(422, exc.code, str(exc)) from exc
+
+
+def _default_hosts(token_url: str) -> list[str]:
+    try:
+        return [host_of(token_url)]
+    except ValueError:  # (an invalid port: the token URL's own check says so)
+        return []
 
 
 def _duplicate(issuer: str, client_id: str) -> RegistryError:
@@ -123,7 +143,7 @@ async def register_platform(
 ) -> Platform:
     """Validate and store a new registration (committed on return)."""
     fields = body.model_dump()
-    fields["allowed_hosts"] = body.allowed_hosts or [host_of(body.token_url)]
+    fields["allowed_hosts"] = body.allowed_hosts or _default_hosts(body.token_url)
     platform = store.new_platform(now, **fields)
     _check_urls(platform, insecure_hosts)
     if await store.find_platform(session, body.issuer, body.client_id) is not None:

@@ -13,6 +13,10 @@ from app.clock import utc_now
 from app.config import Settings
 from app.context import AppContext
 from app.delivery import DeliveryEngine
+from app.demo import DEMO_TEACHER_ID
+from app.development import mint_teacher_token, teacher_page_url
+from app.intake.events import Organization
+from app.intake.formatives import FormativePut, RosterClass, RosterStudent, put_formative
 from app.main import create_app
 from app.registry import PlatformCreate, RegistryError, register_platform
 from app.sandbox import SandboxConfig, SandboxState, create_sandbox_app
@@ -70,11 +74,43 @@ async def register_sandbox_platform(settings: Settings, seed: DemoSeed) -> str:
         await engine.dispose()
 
 
-def welcome_lines(base_url: str, dev_key: str | None, seed: DemoSeed | None) -> list[str]:
+SANDBOX_FORMATIVE_ID = "sandbox-fractions-quiz"
+
+
+async def save_sandbox_formative(settings: Settings, seed: DemoSeed) -> str:
+    """A formative of the sandbox's demo course, taught by the demo teacher, as Formative
+    would announce it (`PUT /v1/formatives/{id}`): its teacher page works from the start,
+    its students not launched yet. Returns its id."""
+    body = FormativePut(
+        title="Fractions quiz (sandbox demo course)",
+        teacher_ids=[DEMO_TEACHER_ID],
+        organization=Organization(id="demo-org", license="school_district"),
+        classes=[
+            RosterClass(
+                id="demo-class",
+                name="Demo course",
+                students=[RosterStudent(id=s.user_id, name=s.name) for s in seed.students],
+            )
+        ],
+    )
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with create_session_factory(engine)() as session:
+            await put_formative(session, SANDBOX_FORMATIVE_ID, body)
+    finally:
+        await engine.dispose()
+    return SANDBOX_FORMATIVE_ID
+
+
+def welcome_lines(
+    base_url: str, dev_key: str | None, seed: DemoSeed | None, teacher_page: str | None = None
+) -> list[str]:
     """What a newcomer reads once the service is up: where things are and what to try."""
     lines = [f"passback is up: API {base_url}  docs {base_url}/docs"]
     if dev_key is not None:
         lines.append(f"development API key (every scope): {dev_key}")
+    if teacher_page is not None:
+        lines.append(f"teacher page of a sandbox formative (nobody launched yet): {teacher_page}")
     if seed is not None:
         lines += [
             f"sandbox Canvas: {seed.base_url}  (issuer {seed.issuer}, client_id {seed.client_id})",
@@ -95,6 +131,8 @@ def _announce(lines: list[str], *, json_lines: bool) -> None:
     for line in lines:
         if line.startswith("development API key"):
             line = "development API key (every scope) in var/dev-api-key"
+        if "#token=" in line:  # a teacher token is a secret too
+            line = line.split("#token=")[0] + " (token: passback teacher-token)"
         log.info(line)
 
 
@@ -105,6 +143,7 @@ async def run_service(
     base_url = f"http://{host}:{port}"
     servers = [_server(create_app(settings), host, port)]
     seed: DemoSeed | None = None
+    teacher_page: str | None = None
     if sandbox:
         sandbox_url = f"http://{host}:{port + 1}"
         state = SandboxState(SandboxConfig(base_url=sandbox_url))
@@ -117,13 +156,24 @@ async def run_service(
                 f"(is {host} in PASSBACK_INSECURE_HOSTS?)"
             ) from exc
         servers.append(_server(create_sandbox_app(state=state), host, port + 1))
+        if settings.dev_mode and settings.teacher_token_secret is not None:
+            formative_id = await save_sandbox_formative(settings, seed)
+            token = mint_teacher_token(
+                settings.teacher_token_secret.get_secret_value(),
+                DEMO_TEACHER_ID,
+                audience=settings.teacher_token_audience,
+                formative_id=formative_id,
+            )
+            teacher_page = teacher_page_url(base_url, formative_id, token)
     tasks = [asyncio.create_task(server.serve()) for server in servers]
     while not all(server.started for server in servers):
         if any(task.done() for task in tasks):
             break
         await asyncio.sleep(0.05)
     else:
-        _announce(welcome_lines(base_url, dev_key, seed), json_lines=settings.log_json)
+        _announce(
+            welcome_lines(base_url, dev_key, seed, teacher_page), json_lines=settings.log_json
+        )
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.should_exit = True

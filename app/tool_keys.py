@@ -9,10 +9,11 @@ Private keys are sealed with the key-encryption key (app.store.tool_keys). With
 
 from __future__ import annotations
 
-import os
+import contextlib
 import secrets
 from base64 import urlsafe_b64encode
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import utc_now
 from app.config import KEY_ENCRYPTION_KEY_BYTES, Settings, decode_key_encryption_key
+from app.files import write_private_file
 from app.lti.keys import (
     PUBLISHED_PREVIOUS_KEYS,
     ToolKey,
@@ -53,15 +55,9 @@ def key_encryption_key(settings: Settings) -> bytes:
 
 def _development_key_encryption_key(path: Path) -> bytes:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         encoded = urlsafe_b64encode(secrets.token_bytes(KEY_ENCRYPTION_KEY_BYTES))
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            pass
-        else:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(encoded + b"\n")
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            write_private_file(path, encoded + b"\n")
     try:
         return decode_key_encryption_key(path.read_text())
     except ValueError as exc:
@@ -95,7 +91,11 @@ async def _first_keys(
 ) -> None:
     """Write a database's first keys (those of `keys_dir`, else a new one), unless another
     instance did so first."""
-    imported = {key.kid: key for key in keys_in_folder(keys_dir)}  # oldest first, deduplicated
+    try:
+        found = keys_in_folder(keys_dir)
+    except (OSError, ValueError) as exc:
+        raise ToolKeysError(f"cannot import the tool keys of {keys_dir}: {exc}") from exc
+    imported = {key.kid: key for key in found}  # oldest first, deduplicated
     try:
         async with transaction(sessions) as session:
             await store.lock_for_first_keys(session)
@@ -152,21 +152,25 @@ async def rotate_keys(
     return await load_keys(sessions, kek, keys_dir=keys_dir, now=now, make_key=make_key)
 
 
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a one-connection engine, for the command line and the start-up check."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        yield create_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
 async def prepare_tool_keys(settings: Settings) -> list[ToolKey]:
     """What an instance will sign with, read (or first written) before it starts serving, so a
     missing or wrong key-encryption key stops the start with one line."""
     if settings.tool_key_file is not None:
-        return list(
-            ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file).published()
-        )
+        keyring = ToolKeyring.load(settings.keys_dir, key_file=settings.tool_key_file)
+        return list(keyring.published())
     kek = key_encryption_key(settings)
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
-        return await load_keys(
-            create_session_factory(engine), kek, keys_dir=settings.keys_dir, now=utc_now()
-        )
-    finally:
-        await engine.dispose()
+    async with _database(settings) as sessions:
+        return await load_keys(sessions, kek, keys_dir=settings.keys_dir, now=utc_now())
 
 
 async def rotate_tool_keys(settings: Settings, make_key: KeyMaker = generate_key) -> list[ToolKey]:
@@ -177,14 +181,7 @@ async def rotate_tool_keys(settings: Settings, make_key: KeyMaker = generate_key
             "PEM and keep the old one in PASSBACK_TOOL_KEY_DIR until every instance uses the new"
         )
     kek = key_encryption_key(settings)
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
+    async with _database(settings) as sessions:
         return await rotate_keys(
-            create_session_factory(engine),
-            kek,
-            keys_dir=settings.keys_dir,
-            now=utc_now(),
-            make_key=make_key,
+            sessions, kek, keys_dir=settings.keys_dir, now=utc_now(), make_key=make_key
         )
-    finally:
-        await engine.dispose()

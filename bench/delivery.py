@@ -52,7 +52,7 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.context import AppContext
 from app.delivery import DeliveryEngine
-from app.lti.ags import Score
+from app.lti.ags_documents import Score
 from app.lti.keys import write_new_key
 from app.lti.tokens import DELIVERY_SCOPES
 from app.store.db import transaction

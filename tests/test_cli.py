@@ -43,7 +43,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     line = lines[0]
-    assert line.startswith("error: "), line
+    assert line.startswith("passback: "), line
     for word in words:
         assert word in line, line
     return line
@@ -158,3 +158,13 @@ def test_unauthorized_admin_key_name_is_not_printed(tmp_path: Path) -> None:
     result = run_cli("migrate", cwd=tmp_path, api_keys=f'[{{"name": "a", "key": "{ADMIN_KEY}"')
     line = assert_one_line_error(result, "PASSBACK_API_KEYS")
     assert ADMIN_KEY not in line
+
+
+@pytest.mark.parametrize("command", [("keys", "show"), ("keys", "rotate"), ("prune",)])
+def test_database_commands_outside_the_repo_say_to_migrate_and_create_nothing(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    kek = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes, base64
+    result = run_cli(*command, cwd=tmp_path, key_encryption_key=kek)
+    assert_one_line_error(result, "passback migrate")
+    assert list(tmp_path.iterdir()) == [], "no stray ./var"

@@ -24,7 +24,7 @@ from app.install import (
     install_from_invite,
     tool_description,
 )
-from app.lti.tool import canvas_developer_key_json
+from app.lti.tool import TOOL_SCOPES, canvas_developer_key_json
 
 router = APIRouter(prefix="/lti", tags=["lti"])
 
@@ -61,16 +61,25 @@ def _page(title: str, body: str, *, status: int, close_now: bool = False) -> HTM
 
 def _error_page(status: int, code: str, message: str, remedy: str) -> HTMLResponse:
     body = (
-        f"<p>{escape(message[:1:].upper() + message[1:])}.</p>"
+        f"<p>{escape(message[:1].upper() + message[1:])}.</p>"
         f"<p><strong>What to do:</strong> {escape(remedy)}</p>"
         f'<p class="code">Error code: <code>{escape(code)}</code></p>'
     )
     return _page("The tool was not registered", body, status=status)
 
 
-def _success_page(installed: Installed) -> HTMLResponse:
+def _success_page(installed: Installed, tool_name: str) -> HTMLResponse:
     platform = installed.platform
     hosts = ", ".join(platform.allowed_hosts)
+    granted = installed.client.scope
+    missing = [] if granted is None else [s for s in TOOL_SCOPES if s not in granted.split()]
+    warning = (
+        "<p><strong>The platform did not grant</strong> "
+        + ", ".join(f"<code>{escape(scope)}</code>" for scope in missing)
+        + ": enable these scopes on the developer key, or grades cannot be sent or read back.</p>"
+        if missing
+        else ""
+    )
     body = (
         f"<p>{escape(platform.label or platform.issuer)} now knows the tool, and passback "
         "knows the platform:</p><ul>"
@@ -81,8 +90,9 @@ def _success_page(installed: Installed) -> HTMLResponse:
         "<p>Next, in the platform: review the scopes (keep all four Assignment and Grade "
         "Services scopes), turn the developer key <strong>ON</strong>, and install the tool in "
         "an account or course.</p>"
+        f"{warning}"
     )
-    return _page("Formative is registered", body, status=200, close_now=True)
+    return _page(f"{tool_name} is registered", body, status=200, close_now=not missing)
 
 
 def _present(value: str | None) -> str | None:
@@ -166,7 +176,7 @@ async def dynamic_registration(
         )
     except InstallError as exc:
         return _error_page(exc.status, exc.code, exc.message, exc.remedy)
-    return _success_page(installed)
+    return _success_page(installed, tool.name)
 
 
 @router.get(

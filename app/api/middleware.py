@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
 from app.logs import request_id_var
+from app.metrics import UNMATCHED_ROUTE, Metrics
 
 log = logging.getLogger("passback.http")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -58,7 +59,9 @@ ExceptionHandlers = Mapping[Any, Callable[[Request, Any], Response | Awaitable[R
 
 
 class RequestContextMiddleware:
-    """Tags the request with an id (the caller's `X-Request-Id` when sane) and caps its body.
+    """Tags the request with an id (the caller's `X-Request-Id` when sane), caps its body, and
+    counts it in the instance's metrics by route template and status (the `Metrics` of
+    `app.state.context`, looked up on the first request).
 
     `direct_routes` are (method, path) → endpoint taking the Request: the hot path, called
     here without the router and FastAPI's per-request wrapping (their cost was most of an
@@ -77,8 +80,10 @@ class RequestContextMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
+        self._deadlines = _BodyDeadlines(body_timeout)
         self.direct_routes = dict(direct_routes or {})
         self.exception_handlers = exception_handlers or {}
+        self._metrics: Metrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,6 +102,7 @@ class RequestContextMiddleware:
         header = (REQUEST_ID_HEADER, request_id.encode())
         started = time.perf_counter()
         answered: list[int] = []
+        endpoint: Endpoint | None = None
         try:
             if declared_length is not None and declared_length > self.max_body_bytes:
                 await self._too_large(scope, receive, send, header)
@@ -104,12 +110,16 @@ class RequestContextMiddleware:
             if scope["method"] in BODY_METHODS:
                 # The whole body is read here, before the app, within `body_timeout`: a
                 # client that trickles it in holds a connection and a task only that long.
+                task = self._deadlines.begin()
                 try:
-                    async with asyncio.timeout(self.body_timeout):
-                        body = await self._read_capped(receive)
-                except TimeoutError:
+                    body = await self._read_capped(receive)
+                except asyncio.CancelledError:
+                    if not self._deadlines.cut_off(task):
+                        raise
                     await self._timed_out(scope, receive, send, header)
                     return
+                finally:
+                    self._deadlines.end(task)
                 if isinstance(body, _Disconnected):
                     log.info(
                         "client disconnected before sending its whole request",
@@ -119,20 +129,37 @@ class RequestContextMiddleware:
                 if body is None:
                     await self._too_large(scope, receive, send, header)
                     return
-                receive = _replay(body, receive)
+                receive = _replay(body, receive)  # (read in full and capped already)
+            else:
+                receive = self._limited(receive)
             endpoint = self.direct_routes.get((scope["method"], scope["path"]))
             app = self.app if endpoint is None else self._direct(endpoint)
-            await app(scope, self._limited(receive), self._tagged(send, header, answered))
+            await app(scope, receive, self._tagged(send, header, answered))
         finally:
+            seconds = time.perf_counter() - started
+            metrics = self._metrics or self._find_metrics(scope)
+            if metrics is not None:
+                metrics.http_answered(
+                    scope["method"],
+                    _route_template(scope, endpoint is not None),
+                    answered[0] if answered else 0,
+                    seconds,
+                )
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "%s %s %s",
                     scope["method"],
                     scope["path"],
                     answered[0] if answered else "-",
-                    extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                    extra={"duration_ms": round(seconds * 1000, 2)},
                 )
             request_id_var.reset(token)
+
+    def _find_metrics(self, scope: Scope) -> Metrics | None:
+        app = scope.get("app")
+        context = getattr(getattr(app, "state", None), "context", None)
+        self._metrics = getattr(context, "metrics", None)
+        return self._metrics
 
     def _direct(self, endpoint: Endpoint) -> ASGIApp:
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -161,10 +188,13 @@ class RequestContextMiddleware:
         may), `_DISCONNECTED` when the client leaves before its end.
 
         Read here, before the app, so the answer can still be a clean 413."""
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            whole: bytes = message.get("body", b"")  # the usual case: one message
+            return whole if len(whole) <= self.max_body_bytes else None
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
             if message["type"] != "http.request":
                 return _DISCONNECTED
             chunk = message.get("body", b"")
@@ -174,6 +204,7 @@ class RequestContextMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+            message = await receive()
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
@@ -222,6 +253,69 @@ class RequestContextMiddleware:
         )
         response.raw_headers.append(header)
         await response(scope, receive, send)
+
+
+class _BodyDeadlines:
+    """Cuts off request bodies still being read `timeout` seconds after they began.
+
+    One watchdog task looks at the reads in progress a few times per timeout, rather than a
+    timer per request: on the intake's hot path a timer per request (`asyncio.timeout`)
+    cost more than the rest of this middleware. A read is cut off within a quarter of the
+    timeout (at most a second) after its deadline, by cancelling the request's task there.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._tick = min(timeout / 4, 1.0)
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def begin(self) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        self._reading[task] = loop.time() + self.timeout
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.done() or watchdog.get_loop() is not loop:
+            self._watchdog = loop.create_task(self._watch(), name="request body deadlines")
+        return task
+
+    def end(self, task: asyncio.Task[Any]) -> None:
+        self._reading.pop(task, None)
+
+    def cut_off(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the task was cancelled for its deadline (then it is not cancelled any
+        more); False for any other cancellation, which goes on."""
+        if task not in self._cut:
+            return False
+        self._cut.discard(task)
+        task.uncancel()
+        return True
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._reading:
+                await asyncio.sleep(self._tick)
+                now = loop.time()
+                for task, deadline in list(self._reading.items()):
+                    if deadline <= now:
+                        # The task waits in its read (it leaves `_reading` right after).
+                        del self._reading[task]
+                        self._cut.add(task)
+                        task.cancel()
+        finally:
+            self._watchdog = None
+
+
+def _route_template(scope: Scope, direct: bool) -> str:
+    """`/v1/formatives/{formative_id}/passback`, not the id itself: bounded label values."""
+    if direct:
+        return str(scope["path"])
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED_ROUTE
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -38,7 +38,7 @@ def problem(exc: ManualPassbackError) -> ProblemError:
 @router.put(
     "/v1/formatives/{formative_id}",
     response_model=FormativeOut,
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(401, 403, 413, 422),
     tags=["formatives"],
     operation_id="putFormative",
     summary="Tell the service about a formative",
@@ -48,7 +48,7 @@ def problem(exc: ManualPassbackError) -> ProblemError:
     "those given. Events keep updating what they carry. A teacher among `teacher_ids` can "
     "then preview the formative before any student launches (its students show as not "
     "launched). At most 500 classes, 5,000 students a class and 20,000 in all; a student is "
-    "in one class.",
+    "in one class; a body above the request size limit (PASSBACK_MAX_BODY_BYTES) is 413.",
 )
 async def save_formative(
     formative_id: Annotated[FormativeId, Path()],

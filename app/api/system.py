@@ -88,7 +88,11 @@ async def jwks(context: Context) -> JSONResponse:
     "`PASSBACK_METRICS_TOKEN` set, send `Authorization: Bearer <token>`.",
 )
 async def metrics_endpoint(
-    context: Context, authorization: Annotated[str | None, Header()] = None
+    context: Context,
+    authorization: Annotated[
+        str | None,
+        Header(description="`Bearer <PASSBACK_METRICS_TOKEN>` when that setting is set."),
+    ] = None,
 ) -> Response:
     token = context.settings.metrics_token
     if token is not None:

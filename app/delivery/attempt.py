@@ -21,7 +21,9 @@ Two things happen inside an attempt rather than between attempts:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,24 +33,19 @@ from enum import Enum
 from app.clock import Clock
 from app.delivery.policy import DeliveryPolicy
 from app.grading.score import GradeMode, GradeSpec, ScoreToSend, score_to_send
-from app.lti.ags import (
-    UNGATED,
-    AgsClient,
-    AgsError,
-    Exchange,
-    LineItem,
-    RequestGate,
-    Result,
-    Score,
-    iso_millis,
-)
-from app.lti.outcomes import Action, FailureCode, Outcome
+from app.lti.ags import UNGATED, AgsClient, AgsError, Exchange, RequestGate
+from app.lti.ags_documents import LineItem, Result, Score, iso_millis
+from app.lti.outcomes import MESSAGE_LIMIT, Action, FailureCode, Outcome
 from app.lti.tokens import Registration
 from app.store.jobs import AttemptRecord, JobFinish
 from app.store.models import JobKind, JobStatus, PassbackJob, Platform
 
+log = logging.getLogger("passback.delivery")
+
 ZERO = Decimal(0)
 RELEASED = "released"
+CRASHED = "crashed"
+CAUSES_REMEMBERED = 256
 
 # Attempt outcomes of the result read before a resend (SPEC §2.4: never a second attempt).
 DELIVERED_EARLIER = "delivered_earlier"
@@ -125,6 +122,32 @@ class SharedReads:
             del self._reading[key]
         if not done.cancelled():
             done.exception()  # retrieved here, so an unwatched failure is not reported as lost
+
+
+class TracebackOnce:
+    """Full tracebacks of unforeseen errors in deliveries, once per cause (the error's type and
+    where it was raised) per engine: a cause that repeats on every try of a job, or on every
+    job of a platform, is then told by each try's one log line."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str, int]] = set()
+
+    def report(self, error: Exception, job_id: int) -> None:
+        frames = traceback.extract_tb(error.__traceback__)
+        filename, line = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        cause = (type(error).__name__, filename, line)
+        if cause in self._seen:
+            return
+        if len(self._seen) >= CAUSES_REMEMBERED:
+            self._seen.clear()
+        self._seen.add(cause)
+        log.error(
+            "delivery of job %s failed unexpectedly (%s); the job is retried with backoff, and "
+            "this cause is not traced again",
+            job_id,
+            type(error).__name__,
+            exc_info=error,
+        )
 
 
 @dataclass
@@ -226,6 +249,7 @@ class Attempt:
         clock: Clock,
         policy: DeliveryPolicy,
         gate: RequestGate = UNGATED,
+        tracebacks: TracebackOnce | None = None,
     ) -> None:
         self.job = job
         self.platform = platform
@@ -236,6 +260,7 @@ class Attempt:
         self._clock = clock
         self._policy = policy
         self._gate = gate
+        self._tracebacks = tracebacks or TracebackOnce()
         self._records: list[AttemptRecord] = []
         self._tries = 0
         """Records that count toward the backoff."""
@@ -251,6 +276,25 @@ class Attempt:
         self._score: ScoreToSend | None = None
 
     async def run(self) -> JobFinish:
+        """Deliver; whatever goes wrong ends this attempt as a recorded try with backoff."""
+        try:
+            return await self._run()
+        except Exception as error:  # a bug, or an answer nothing above foresaw
+            return self._crashed(error)
+
+    def _crashed(self, error: Exception) -> JobFinish:
+        self._tracebacks.report(error, self.job.id)
+        if self.progress.posting:  # the score may have landed
+            self._maybe_delivered = True
+            self._new_submission = False
+        self.progress.posting = self.progress.holding = False
+        now = self._clock()
+        message = f"{type(error).__name__}: {error}"[:MESSAGE_LIMIT]
+        self._records.append(AttemptRecord(now, now, None, CRASHED, message))
+        self._tries += 1
+        return self._finish(self._retry(Outcome(Action.retry, CRASHED, message=message)))
+
+    async def _run(self) -> JobFinish:
         job, platform = self.job, self.platform
         now = self._clock()
         if platform is None or not platform.active:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, SharedReads
+from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, SharedReads, TracebackOnce
 from app.delivery.health import DatabaseHealth
 from app.delivery.lanes import BucketMap, HostLane, Slots
 from app.delivery.policy import DeliveryPolicy
@@ -133,6 +133,7 @@ class DeliveryEngine:
         self._writer_idle = asyncio.Event()
         self._writer_idle.set()
         self._reads = SharedReads(context.ags)
+        self._tracebacks = TracebackOnce()
         self._runner: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._grace = self.policy.shutdown_grace
@@ -373,6 +374,7 @@ class DeliveryEngine:
             clock=self._context.clock,
             policy=self.policy,
             gate=lane,
+            tracebacks=self._tracebacks,
         )
         lane.job_started()
         self.stats.claimed += 1

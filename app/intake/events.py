@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -274,8 +275,52 @@ _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization 
 
 
 def request_digest(event: SubmissionEventIn) -> str:
-    """SHA-256 of the event's JSON (`model_dump_json`'s bytes, taken from the serializer)."""
+    """SHA-256 of the event's JSON (`model_dump_json`'s bytes, taken from the serializer):
+    the digest earlier releases stored, numbers spelled as sent."""
     return hashlib.sha256(_EVENT_JSON.to_json(event)).hexdigest()
+
+
+_NUMBERS = re.compile(rb'"(points|score|max_score)":"([^"]+)"')
+"""The event's numbers (`Score`s) in its JSON, where the serializer writes them as strings."""
+
+
+def _value_text(number: Decimal) -> str:
+    """One spelling per value: 7, 7.0, 7e0 and 70e-1 are all `7`; 2.50 is `2.5`."""
+    if number == number.to_integral_value():
+        return str(int(number))
+    return format(number.normalize(), "f")
+
+
+def _by_value(number: re.Match[bytes]) -> bytes:
+    text = _value_text(Decimal(number[2].decode())).encode()
+    return b'"' + number[1] + b'":"' + text + b'"'
+
+
+def value_digest(event: SubmissionEventIn) -> str:
+    """SHA-256 of the event's JSON with its numbers spelled by value, the digest stored now:
+    a resend whose numbers are written otherwise (`7.0` for `7`) is the same event. For an
+    event whose numbers are plain (no trailing zeros, no exponent: nearly every event) it is
+    `request_digest`, so what earlier releases stored still matches, and it costs no more."""
+    written = _EVENT_JSON.to_json(event)
+    if not _plain_numbers(event):
+        written = _NUMBERS.sub(_by_value, written)
+    return hashlib.sha256(written).hexdigest()
+
+
+def _plain_numbers(event: SubmissionEventIn) -> bool:
+    """No number with an exponent or with trailing zeros after its point (what `str` writes
+    of a Decimal is what the event's JSON holds)."""
+    for number in (event.score, event.max_score, *(q.points for q in event.formative.questions)):
+        text = str(number)
+        if "E" in text or (text[-1] == "0" and "." in text):
+            return False
+    return True
+
+
+def _same_event(stored_digest: str, intake: _Intake) -> bool:
+    """Whether the event stored under this digest is this one: by value, or (stored by an
+    earlier release, which kept the spelling's digest) spelled the same."""
+    return stored_digest == intake.digest or stored_digest == request_digest(intake.event)
 
 
 def _facts(
@@ -454,7 +499,7 @@ async def receive_events(
     another event queued an automatic passback's pair in between, each event is written
     alone so that only the one at fault fails (or is decided again).
     """
-    intakes = [_Intake(event, request_digest(event)) for event in events]
+    intakes = [_Intake(event, value_digest(event)) for event in events]
     try:
         return list(await _receive_together(engine, intakes, now, deadline, pair_taken=False))
     except DBAPIError as error:  # (IntegrityError and DataError are kinds of it)
@@ -538,7 +583,7 @@ async def _receive_together(
             outcomes.append(EventAnswer(answer, decisions[event_id], first_time=True))
         elif event_id not in stored:
             outcomes.append(RuntimeError(f"event {event_id!r} could not be recorded"))
-        elif stored[event_id].request_digest != intake.digest:
+        elif not _same_event(stored[event_id].request_digest, intake):
             outcomes.append(EventIdReusedError(event_id))
         else:
             first = stored[event_id]

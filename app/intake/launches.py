@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
@@ -13,6 +15,7 @@ from app.grading.reasons import ReasonCode, reason
 from app.intake.schemas import FormativeId, ReasonOut
 from app.lti.jwks import JwksCache
 from app.lti.launch import (
+    LEEWAY_SECONDS,
     LaunchClaims,
     LaunchRejectedError,
     LaunchRejection,
@@ -22,7 +25,7 @@ from app.lti.launch import (
     verify_launch,
 )
 from app.lti.urls import UnsafeUrlError, check_outbound_url
-from app.store.launches import LaunchBinding, save_launch
+from app.store.launches import LaunchBinding, bind_id_token, save_launch
 from app.store.models import Launch, Platform
 from app.store.platforms import find_platforms_by_issuer
 
@@ -173,5 +176,24 @@ async def record_launch(
         launched_at=now,
     )
     async with sessions() as session, session.begin():
+        bound = await bind_id_token(
+            session,
+            id_token_key(platform.issuer, claims),
+            body.student_id,
+            expires_at=datetime.fromtimestamp(claims.expires_at + LEEWAY_SECONDS, UTC),
+            now=now,
+        )
+        if bound != body.student_id:
+            raise LaunchRejectedError(
+                LaunchRejection.id_token_reused,
+                "this id_token was already recorded for another student: each launch "
+                "binds one Formative student",
+            )
         launch = await save_launch(session, binding)
     return LaunchOut.of(launch)
+
+
+def id_token_key(issuer: str, claims: LaunchClaims) -> str:
+    """What identifies one id_token: its issuer, `sub`, `nonce` and `jti`."""
+    parts = [issuer, claims.lti_user_id, claims.nonce, claims.token_id or ""]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()

@@ -11,25 +11,39 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from datetime import datetime
+from typing import Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from app.clock import Clock, utc_now
+from app.lti.ags_documents import (
+    MEDIA_LINEITEM,
+    MEDIA_LINEITEM_CONTAINER,
+    MEDIA_RESULT_CONTAINER,
+    MEDIA_SCORE,
+    LineItem,
+    Result,
+    Score,
+    line_item_of,
+    line_items_of,
+    parse_link_header,
+    result_of,
+    results_of,
+    results_url,
+    score_payload,
+)
 from app.lti.outcomes import (
     Action,
     FailureCode,
     Outcome,
+    RetryCode,
     classify_ags_answer,
     classify_transport_error,
     failure,
@@ -47,47 +61,13 @@ from app.lti.tokens import (
 )
 from app.lti.urls import UnsafeUrlError, check_outbound_url, service_url
 
-if TYPE_CHECKING:
-    from app.context import AppContext
-
-MEDIA_SCORE = "application/vnd.ims.lis.v1.score+json"
-MEDIA_LINEITEM = "application/vnd.ims.lis.v2.lineitem+json"
-MEDIA_LINEITEM_CONTAINER = "application/vnd.ims.lis.v2.lineitemcontainer+json"
-MEDIA_RESULT_CONTAINER = "application/vnd.ims.lis.v2.resultcontainer+json"
-CANVAS_SUBMISSION_EXTENSION = "https://canvas.instructure.com/lti/submission"
-SUBMISSION_TYPE_LTI_LAUNCH = "basic_lti_launch"
-GRADING_FULLY_GRADED = "FullyGraded"
 MAX_PAGES = 1000
 SAFE_ORIGINS_REMEMBERED = 1024
 SCOPES_REFUSED_MEMORY_SECONDS = 3600.0
 """How long a registration whose key lacks an optional scope is asked for the others only."""
 
 
-# --- Values -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LineItem:
-    """A line item as read: `points` is its scoreMaximum (the Canvas assignment's points)."""
-
-    url: str
-    points: Decimal | None
-    label: str | None
-
-
-@dataclass(frozen=True)
-class Result:
-    """A student's result on a line item, as the platform stores it.
-
-    `score` and `maximum` are the scoreGiven and scoreMaximum last posted (unscaled; Canvas
-    rescales `score` after a teacher's regrade); `submission` is Canvas's submission extension
-    of the last accepted post, echoed back (empty elsewhere).
-    """
-
-    user_id: str
-    score: Decimal | None
-    maximum: Decimal | None
-    submission: Mapping[str, Any]
+# --- What calls return -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -96,21 +76,6 @@ class ResultRead:
 
     result: Result | None
     exchanges: tuple[Exchange, ...]
-
-
-@dataclass(frozen=True)
-class Score:
-    """One score to post (SPEC §2.4). `timestamp` must be the same on every resend."""
-
-    user_id: str
-    score_given: Decimal
-    score_maximum: Decimal
-    activity_progress: str
-    timestamp: datetime
-    submitted_at: datetime | None = None
-    response_url: str | None = None
-    new_submission: bool = True
-    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,60 +99,6 @@ class AgsError(Exception):
     @property
     def code(self) -> str:
         return self.outcome.code
-
-
-def iso_millis(moment: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds: ``2026-11-20T14:03:11.250+00:00``."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-def json_number(value: Decimal) -> int | float:
-    """A decimal as a JSON number that reads back exactly (scores are cents, points whole)."""
-    if value == value.to_integral_value():
-        return int(value)
-    return float(value)
-
-
-def score_payload(score: Score) -> dict[str, Any]:
-    """The score+json body: FullyGraded with a scoreGiven always (never a grade-clearing post),
-    the submission time, and Canvas's submission extension for SpeedGrader."""
-    extension: dict[str, Any] = {"new_submission": score.new_submission}
-    if score.response_url:
-        extension["submission_type"] = SUBMISSION_TYPE_LTI_LAUNCH
-        extension["submission_data"] = score.response_url
-    body: dict[str, Any] = {
-        "userId": score.user_id,
-        "scoreGiven": json_number(score.score_given),
-        "scoreMaximum": json_number(score.score_maximum),
-        "activityProgress": score.activity_progress,
-        "gradingProgress": GRADING_FULLY_GRADED,
-        "timestamp": iso_millis(score.timestamp),
-    }
-    if score.submitted_at is not None:
-        body["submission"] = {"submittedAt": iso_millis(score.submitted_at)}
-        extension["submitted_at"] = iso_millis(score.submitted_at)
-    body[CANVAS_SUBMISSION_EXTENSION] = extension
-    if score.comment:
-        body["comment"] = score.comment
-    return body
-
-
-# --- Link header ------------------------------------------------------------------------------
-
-_LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")
-_REL = re.compile(r"""\brel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
-
-
-def parse_link_header(value: str | None) -> dict[str, str]:
-    """rel → URL from a `Link` header; quoted or bare rel, the URL exactly as given."""
-    links: dict[str, str] = {}
-    for match in _LINK.finditer(value or ""):
-        rel = _REL.search(match.group(2) or "")
-        if rel is None:
-            continue
-        for name in (rel.group(1) or rel.group(2) or "").split():
-            links.setdefault(name.lower(), match.group(1).strip())
-    return links
 
 
 # --- The client -------------------------------------------------------------------------------
@@ -226,9 +137,12 @@ T = TypeVar("T")
 
 
 def _is_quickly_retryable(error: BaseException) -> bool:
+    """Transient trouble, tried again at once; not throttling, and not an unusable answer
+    (garbage now is garbage in a second: it waits for the job's backoff)."""
     return (
         isinstance(error, AgsError)
         and error.outcome.action is Action.retry
+        and error.outcome.code != RetryCode.invalid_answer
         and not error.outcome.throttled
         and error.outcome.retry_after is None
     )
@@ -282,7 +196,7 @@ class AgsClient:
             final, response = made[-1]
             if final.outcome.action is not Action.delivered or response is None:
                 raise AgsError(final.outcome, exchanges)
-            return _line_item(response, lineitem_url, exchanges)
+            return _read(line_item_of, response, lineitem_url, "line item", exchanges)
 
         return await self._quickly_retried(read_once)
 
@@ -300,7 +214,7 @@ class AgsClient:
         Raises AgsError when it cannot be read (the key lacks `result.readonly`: code
         `scope_not_granted`; refused; unusable).
         """
-        url = results_url(lineitem_url, user_id)
+        url = _service(results_url, lineitem_url, user_id)
         exchanges: list[Exchange] = []
 
         async def read_once() -> ResultRead:
@@ -317,7 +231,8 @@ class AgsClient:
             final, response = made[-1]
             if final.outcome.action is not Action.delivered or response is None:
                 raise AgsError(final.outcome, exchanges)
-            return ResultRead(_result_of(response, user_id, exchanges), tuple(exchanges))
+            result = _read(result_of, response, user_id, "results", exchanges)
+            return ResultRead(result, tuple(exchanges))
 
         return await self._quickly_retried(read_once)
 
@@ -336,7 +251,7 @@ class AgsClient:
         `scope_not_granted`; refused; unusable).
         """
         results: list[Result] = []
-        url: str | None = service_url(lineitem_url, "results")
+        url: str | None = _service(service_url, lineitem_url, "results")
         seen: set[str] = set()
         while url is not None and url not in seen and len(seen) < MAX_PAGES:
             seen.add(url)
@@ -356,7 +271,7 @@ class AgsClient:
                 if final.outcome.action is not Action.delivered or response is None:
                     raise AgsError(final.outcome, exchanges)
                 following = parse_link_header(response.headers.get("link")).get("next")
-                return _results_of(response, exchanges), following
+                return _read(results_of, response, "", "results", exchanges), following
 
             page, url = await self._quickly_retried(read_page)
             results.extend(page)
@@ -393,9 +308,10 @@ class AgsClient:
                 registration, scopes, "GET", url, accept=MEDIA_LINEITEM_CONTAINER, gate=gate
             )
             final, response = made[-1]
+            exchanges = [exchange for exchange, _ in made]
             if final.outcome.action is not Action.delivered or response is None:
-                raise AgsError(final.outcome, [exchange for exchange, _ in made])
-            items.extend(_line_items(response, url))
+                raise AgsError(final.outcome, exchanges)
+            items.extend(_read(line_items_of, response, url, "line items", exchanges))
             url = parse_link_header(response.headers.get("link")).get("next")
         return items
 
@@ -418,7 +334,7 @@ class AgsClient:
             registration,
             scopes,
             "POST",
-            service_url(lineitem_url, "scores"),
+            _service(service_url, lineitem_url, "scores"),
             accept="application/json",
             content=content,
             content_type=MEDIA_SCORE,
@@ -457,6 +373,10 @@ class AgsClient:
                     response = await next(self._clients).request(
                         method, url, content=content, headers=headers
                     )
+                except (httpx.InvalidURL, UnicodeError) as exc:
+                    # A URL the SSRF guard let through but httpx will not send (a tab at
+                    # its end, say): nothing was sent, and nothing ever will be.
+                    raise AgsError(_unusable_url(url, exc), [e for e, _ in made]) from exc
                 except httpx.HTTPError as exc:
                     outcome = classify_transport_error(exc, request_sent=content is not None)
                 else:
@@ -480,8 +400,13 @@ class AgsClient:
         return made  # pragma: no cover - the loop returns on its second pass
 
     def _check_url(self, registration: Registration, url: str) -> None:
-        """The SSRF guard; its verdict depends only on the origin, so it is remembered."""
-        parts = urlsplit(url)
+        """The SSRF guard; its verdict depends only on the origin, so it is remembered. A URL
+        httpx would refuse to send (a tab in it, a port out of range) is refused first."""
+        try:
+            httpx.URL(url)
+            parts = urlsplit(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise AgsError(_unusable_url(url, exc)) from exc
         key = (parts.scheme, parts.netloc.lower(), tuple(registration.allowed_hosts))
         if key in self._safe_origins:
             return
@@ -491,6 +416,8 @@ class AgsClient:
             )
         except UnsafeUrlError as exc:
             raise AgsError(failure(FailureCode.url_not_allowed, str(exc))) from exc
+        except ValueError as exc:  # a port out of range, a broken IPv6 literal, …
+            raise AgsError(_unusable_url(url, exc)) from exc
         if len(self._safe_origins) >= SAFE_ORIGINS_REMEMBERED:
             self._safe_origins.clear()
         self._safe_origins.add(key)
@@ -522,123 +449,36 @@ class AgsClient:
         return await self._token(registration, scopes, made, needs)
 
 
-def _document(response: httpx.Response) -> Any:
-    # Decimals, not floats: points like 12.3 must stay exact.
-    return json.loads(response.text, parse_float=Decimal)
+def _unusable_url(url: str, error: Exception) -> Outcome:
+    return failure(FailureCode.url_not_allowed, f"{url[:300]!r} is not a usable URL: {error}")
 
 
-def _to_line_item(document: Any, fallback_url: str) -> LineItem:
-    if not isinstance(document, dict):
-        raise ValueError("a line item is a JSON object")
-    maximum = document.get("scoreMaximum")
-    if maximum is not None and not isinstance(maximum, int | Decimal):
-        raise ValueError(f"scoreMaximum {maximum!r} is not a number")
-    label = document.get("label")
-    url = document.get("id")
-    return LineItem(
-        url=url if isinstance(url, str) and url else fallback_url,
-        points=None if maximum is None else Decimal(maximum),
-        label=label if isinstance(label, str) else None,
-    )
-
-
-def _line_item(response: httpx.Response, url: str, exchanges: Sequence[Exchange]) -> LineItem:
+def _service(build: Callable[[str, str], str], lineitem_url: str, argument: str) -> str:
+    """A service URL built from a line item URL, or AgsError when that URL cannot be one
+    (urlsplit would quietly drop a tab that httpx refuses: the line item URL is checked as is)."""
     try:
-        return _to_line_item(_document(response), url)
-    except ValueError as exc:
-        raise AgsError(
-            invalid_answer(response.status_code, f"line item answer unusable: {exc}"), exchanges
-        ) from exc
+        httpx.URL(lineitem_url)
+        return build(lineitem_url, argument)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise AgsError(_unusable_url(lineitem_url, exc)) from exc
 
 
-def results_url(lineitem_url: str, user_id: str) -> str:
-    """`{lineitem}/results?user_id=…`, the line item's own query string kept."""
-    parts = urlsplit(service_url(lineitem_url, "results"))
-    query = "&".join(part for part in (parts.query, urlencode({"user_id": user_id})) if part)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+A = TypeVar("A")
 
 
-def _number(value: Any, name: str) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ValueError(f"{name} {value!r} is not a number")
-    return Decimal(value)
-
-
-def _result_of(
-    response: httpx.Response, user_id: str, exchanges: Sequence[Exchange]
-) -> Result | None:
-    """The student's result in a results container (at most one with the user_id filter)."""
+def _read(
+    reader: Callable[[str, str], A],
+    response: httpx.Response,
+    argument: str,
+    what: str,
+    exchanges: list[Exchange],
+) -> A:
+    """What a 2xx answer holds, or AgsError(invalid_answer) when it cannot be used (the
+    last exchange, the answer's, is then recorded as invalid_answer, not as a success)."""
     try:
-        document = _document(response)
-        if not isinstance(document, list):
-            raise ValueError("a result container is a JSON array")
-        for item in document:
-            if not isinstance(item, dict):
-                raise ValueError("a result is a JSON object")
-            if str(item.get("userId")) != user_id:
-                continue
-            extension = item.get(CANVAS_SUBMISSION_EXTENSION)
-            return Result(
-                user_id=user_id,
-                score=_number(item.get("resultScore"), "resultScore"),
-                maximum=_number(item.get("resultMaximum"), "resultMaximum"),
-                submission=MappingProxyType(dict(extension) if isinstance(extension, dict) else {}),
-            )
-        return None
+        return reader(response.text, argument)
     except ValueError as exc:
-        raise AgsError(
-            invalid_answer(response.status_code, f"results answer unusable: {exc}"), exchanges
-        ) from exc
-
-
-def _results_of(response: httpx.Response, exchanges: Sequence[Exchange]) -> list[Result]:
-    """Every result of a results container page."""
-    try:
-        document = _document(response)
-        if not isinstance(document, list):
-            raise ValueError("a result container is a JSON array")
-        results = []
-        for item in document:
-            if not isinstance(item, dict):
-                raise ValueError("a result is a JSON object")
-            user_id = item.get("userId")
-            if not isinstance(user_id, str | int) or isinstance(user_id, bool):
-                raise ValueError("a result's userId is missing")
-            extension = item.get(CANVAS_SUBMISSION_EXTENSION)
-            results.append(
-                Result(
-                    user_id=str(user_id),
-                    score=_number(item.get("resultScore"), "resultScore"),
-                    maximum=_number(item.get("resultMaximum"), "resultMaximum"),
-                    submission=MappingProxyType(
-                        dict(extension) if isinstance(extension, dict) else {}
-                    ),
-                )
-            )
-        return results
-    except ValueError as exc:
-        raise AgsError(
-            invalid_answer(response.status_code, f"results answer unusable: {exc}"), exchanges
-        ) from exc
-
-
-def _line_items(response: httpx.Response, url: str) -> list[LineItem]:
-    try:
-        document = _document(response)
-        if not isinstance(document, list):
-            raise ValueError("a line item container is a JSON array")
-        return [_to_line_item(item, url) for item in document]
-    except ValueError as exc:
-        raise AgsError(
-            invalid_answer(response.status_code, f"line items answer unusable: {exc}")
-        ) from exc
-
-
-async def read_line_item(
-    context: AppContext, platform: Registration, lineitem_url: str
-) -> LineItem:
-    """The line item's current points and label (for previews). Raises AgsError: `.code` is
-    `assignment_not_linked` when the line item is gone, or another SPEC §2.6 / retry code."""
-    return await context.ags.read_line_item(platform, lineitem_url)
+        outcome = invalid_answer(response.status_code, f"{what} answer unusable: {exc}")
+        last = exchanges[-1]
+        exchanges[-1] = Exchange(outcome, last.started_at, last.finished_at)
+        raise AgsError(outcome, exchanges) from exc

@@ -23,6 +23,8 @@ import httpx
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from app.lti.http import json_document
+
 log = logging.getLogger("passback.jwks")
 
 DEFAULT_MAX_WAIT_SECONDS = 5.0
@@ -108,7 +110,7 @@ class JwksCache:
             async with asyncio.timeout(self._fetch_timeout):
                 response = await self._http.get(url, headers={"Accept": "application/json"})
             response.raise_for_status()
-            document = response.json()
+            document = json_document(response.text)  # ValueError for any garbage
             key_set = KeySet.import_key_set(document)
         except (
             httpx.HTTPError,

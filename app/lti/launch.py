@@ -11,6 +11,7 @@ deployment. Failures are `LaunchRejectedError` with a stable `code`.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,7 +45,10 @@ RESOURCE_LINK_LAUNCH = "LtiResourceLinkRequest"
 _ID_LENGTH = 255
 _URL_LENGTH = 2048
 _TITLE_LENGTH = 1024
+_NONCE_LENGTH = 1024
 MAX_PORT = 65_535
+LATEST_INSTANT = 253_402_300_799
+"""9999-12-31T23:59:59Z: a time claim beyond it is absurd."""
 
 
 class LaunchRejection(StrEnum):
@@ -62,6 +66,7 @@ class LaunchRejection(StrEnum):
     unknown_deployment = "unknown_deployment"
     lineitem_host_not_allowed = "lineitem_host_not_allowed"
     platform_keys_unavailable = "platform_keys_unavailable"
+    id_token_reused = "id_token_reused"
 
 
 class LaunchRejectedError(Exception):
@@ -117,6 +122,11 @@ class LaunchClaims:
     lineitem_url: str | None
     lineitems_url: str | None
     ags_scopes: tuple[str, ...]
+    nonce: str
+    token_id: str | None
+    """The token's `jti`, when it has one."""
+    expires_at: float
+    """The token's `exp` (seconds since the epoch, checked to be a real instant)."""
 
     @property
     def gradable(self) -> bool:
@@ -201,15 +211,22 @@ async def _signed_claims(
 
 
 def _timestamp(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+    """A time claim: a number of seconds since 1970 up to the end of year 9999 (NaN,
+    infinities and 1e308 are not instants)."""
     value = claims.get(name)
     if value is None and not required:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _reject(LaunchRejection.invalid_id_token, f"the id_token has no numeric {name!r}")
+    if not (isinstance(value, int) or math.isfinite(value)) or not 0 <= value <= LATEST_INSTANT:
+        raise _reject(
+            LaunchRejection.invalid_id_token, f"the id_token's {name!r} is not a real instant"
+        )
     return float(value)
 
 
-def _check_times(claims: Mapping[str, Any], now: datetime, leeway: int) -> None:
+def _check_times(claims: Mapping[str, Any], now: datetime, leeway: int) -> float:
+    """Check the token is current; returns its `exp`."""
     moment = now.timestamp()
     expires = _timestamp(claims, "exp", required=True)
     issued = _timestamp(claims, "iat", required=True)
@@ -219,6 +236,7 @@ def _check_times(claims: Mapping[str, Any], now: datetime, leeway: int) -> None:
         raise _reject(LaunchRejection.token_expired, "the id_token has expired")
     if issued > moment + leeway or (not_before is not None and not_before > moment + leeway):
         raise _reject(LaunchRejection.token_not_yet_valid, "the id_token is not valid yet")
+    return expires
 
 
 def _text(value: object, name: str, *, max_length: int, required: bool = False) -> str | None:
@@ -233,9 +251,9 @@ def _text(value: object, name: str, *, max_length: int, required: bool = False) 
 
 
 def _service_url(value: object, name: str) -> str | None:
-    """An AGS URL the service can call later: what httpx parses, http(s) with a host, a port
-    within 1-65535, no user name or password, and no white space or control character
-    anywhere (httpx would quote a space, then the platform would see another URL)."""
+    """An AGS URL a client can call later: what httpx parses, a port within 1-65535, and no
+    white space or control character anywhere (httpx would quote a space, then the platform
+    would see another URL). Where it may point is checked against the registration after."""
     url = _text(value, name, max_length=_URL_LENGTH)
     if url is None:
         return None
@@ -246,12 +264,8 @@ def _service_url(value: object, name: str) -> str | None:
             LaunchRejection.invalid_id_token, f"the id_token's {name} is not a valid URL: {exc}"
         ) from exc
     problem = None
-    if parsed.scheme not in ("https", "http") or not parsed.host:
-        problem = "it is not an absolute http(s) URL"
-    elif parsed.port is not None and not 0 < parsed.port <= MAX_PORT:
+    if parsed.port is not None and not 0 < parsed.port <= MAX_PORT:
         problem = f"its port {parsed.port} is out of range"
-    elif parsed.userinfo:
-        problem = "it carries a user name or password"
     elif any(character.isspace() or not character.isprintable() for character in url):
         problem = "it contains white space or a control character"
     if problem is not None:
@@ -276,7 +290,9 @@ def _strings(value: object, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _read_claims(claims: Mapping[str, Any], registration: Registration) -> LaunchClaims:
+def _read_claims(
+    claims: Mapping[str, Any], registration: Registration, expires_at: float
+) -> LaunchClaims:
     if claims.get(CLAIM_VERSION) != LTI_VERSION:
         raise _reject(LaunchRejection.invalid_id_token, f"the launch is not LTI {LTI_VERSION}")
     if claims.get(CLAIM_MESSAGE_TYPE) != RESOURCE_LINK_LAUNCH:
@@ -295,6 +311,9 @@ def _read_claims(claims: Mapping[str, Any], registration: Registration) -> Launc
         )
     lti_user_id = _text(claims.get("sub"), "sub", max_length=_ID_LENGTH, required=True)
     assert lti_user_id is not None
+    # The nonce (and jti) tell one launch from another: a token binds one student.
+    nonce = _text(claims.get("nonce"), "nonce", max_length=_NONCE_LENGTH, required=True)
+    assert nonce is not None
     context = _object(claims, CLAIM_CONTEXT)
     resource_link = _object(claims, CLAIM_RESOURCE_LINK)
     endpoint = _object(claims, CLAIM_AGS_ENDPOINT)
@@ -309,6 +328,9 @@ def _read_claims(claims: Mapping[str, Any], registration: Registration) -> Launc
         lineitem_url=_service_url(endpoint.get("lineitem"), "AGS lineitem"),
         lineitems_url=_service_url(endpoint.get("lineitems"), "AGS lineitems"),
         ags_scopes=_strings(endpoint.get("scope"), "AGS scope"),
+        nonce=nonce,
+        token_id=_text(claims.get("jti"), "jti", max_length=_NONCE_LENGTH),
+        expires_at=expires_at,
     )
 
 
@@ -334,5 +356,5 @@ async def verify_launch(
             f"the id_token is not addressed to client_id {registration.client_id!r}",
         )
     claims = await _signed_claims(token, address, registration, jwks)
-    _check_times(claims, now, leeway)
-    return _read_claims(claims, registration)
+    expires_at = _check_times(claims, now, leeway)
+    return _read_claims(claims, registration, expires_at)

@@ -8,7 +8,6 @@ SPEC §2.6 and the text a teacher reads for each live here and nowhere else.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 import httpx
+
+from app.lti.http import json_document
 
 MESSAGE_LIMIT = 2000
 """Longest platform message kept (an HTML error page can be large)."""
@@ -213,7 +214,7 @@ def platform_message(body: str) -> str | None:
     if not text:
         return None
     try:
-        document = json.loads(text)
+        document = json_document(text)
     except ValueError:
         return text[:MESSAGE_LIMIT]
     message = _message_of(document)
@@ -400,7 +401,7 @@ def classify_token_answer(status: int, headers: httpx.Headers, body: str) -> Out
 
 def _oauth_error(body: str) -> str | None:
     try:
-        document = json.loads(body)
+        document = json_document(body)
     except ValueError:
         return None
     error = document.get("error") if isinstance(document, dict) else None
@@ -413,15 +414,19 @@ def invalid_answer(status: int, detail: str) -> Outcome:
 
 
 def classify_transport_error(exc: httpx.HTTPError, *, request_sent: bool) -> Outcome:
-    """A failure without an answer. `request_sent`: the request may have reached the platform.
+    """A failure without a usable answer. `request_sent`: the request may have reached the
+    platform.
 
     Connection failures (refused, DNS, connect timeout, no pool slot) happen before anything is
     sent; a read timeout or a reset afterwards leaves the outcome unknown.
     """
     before_sending = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     unknown = request_sent and not before_sending
-    code = (
-        RetryCode.timeout if isinstance(exc, httpx.TimeoutException) else RetryCode.connection_error
-    )
+    if isinstance(exc, httpx.DecodingError):
+        code = RetryCode.invalid_answer  # too large (app.lti.http) or undecodable
+    elif isinstance(exc, httpx.TimeoutException):
+        code = RetryCode.timeout
+    else:
+        code = RetryCode.connection_error
     detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
     return Outcome(Action.retry, code, message=detail[:MESSAGE_LIMIT], outcome_unknown=unknown)

@@ -175,6 +175,12 @@ def _platform_message(answer: object) -> str:
     return str(answer)[:MAX_MESSAGE_CHARS]
 
 
+def _describe(exc: httpx.HTTPError) -> str:
+    """A transport error in a few words (a refused private address says so)."""
+    detail = str(exc).strip()
+    return f"{type(exc).__name__}: {detail[:200]}" if detail else type(exc).__name__
+
+
 def _headers(registration_token: str | None) -> dict[str, str]:
     """The registration token is optional in LTI DR 1.0 (Canvas always sends one)."""
     headers = {"Accept": "application/json"}
@@ -200,7 +206,7 @@ async def fetch_platform_configuration(
     except httpx.HTTPError as exc:
         raise DynamicRegistrationError(
             "platform_unreachable",
-            f"the platform's configuration could not be fetched: {type(exc).__name__}",
+            f"the platform's configuration could not be fetched: {_describe(exc)}",
         ) from exc
     if not 200 <= status < 300:
         raise DynamicRegistrationError(
@@ -269,7 +275,7 @@ async def register_tool(
     except httpx.HTTPError as exc:
         raise DynamicRegistrationError(
             "platform_unreachable",
-            f"the platform's registration endpoint could not be reached: {type(exc).__name__}",
+            f"the platform's registration endpoint could not be reached: {_describe(exc)}",
         ) from exc
     if not 200 <= status < 300:
         raise DynamicRegistrationError(

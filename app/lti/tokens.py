@@ -12,7 +12,6 @@ jobs does not hammer the endpoint with requests that cannot succeed.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,11 +27,13 @@ from tenacity import (
 
 from app.clock import Clock, utc_now
 from app.lti.assertion import ASSERTION_TYPE_JWT_BEARER, client_assertion
+from app.lti.http import json_document
 from app.lti.keys import ToolKeyring
 from app.lti.outcomes import (
     Action,
     FailureCode,
     Outcome,
+    RetryCode,
     classify_token_answer,
     classify_transport_error,
     failure,
@@ -54,6 +55,7 @@ OPTIONAL_SCOPES: frozenset[str] = frozenset({SCOPE_RESULT_READONLY})
 the others only (app.lti.ags)."""
 
 DEFAULT_EXPIRES_IN = 3600
+MAX_EXPIRES_IN = 366 * 24 * 3600
 REFRESH_MARGIN_CAP = timedelta(minutes=5)
 REFRESH_MARGIN_SHARE = 0.1
 REFUSAL_MEMORY = timedelta(seconds=10)
@@ -257,27 +259,44 @@ class TokenCache:
 
 def _parse_token(response: httpx.Response, scopes: tuple[str, ...], now: datetime) -> AccessToken:
     try:
-        document = json.loads(response.text)
-        value = document["access_token"]
-        expires_in = document.get("expires_in", DEFAULT_EXPIRES_IN)
+        document = json_document(response.text)
+        if not isinstance(document, dict):
+            raise ValueError("it is not a JSON object")
+        value = document.get("access_token")
         if not isinstance(value, str) or not value:
-            raise ValueError("access_token is empty")
-        seconds = int(expires_in)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError("access_token is missing or empty")
+        lifetime = timedelta(seconds=_expires_in(document.get("expires_in", DEFAULT_EXPIRES_IN)))
+        expires_at = now + lifetime
+    except (ValueError, OverflowError) as exc:
         raise TokenError(
             invalid_answer(response.status_code, f"token answer unusable: {exc}")
         ) from exc
-    lifetime = timedelta(seconds=max(seconds, 0))
     margin = min(REFRESH_MARGIN_CAP, lifetime * REFRESH_MARGIN_SHARE)
     return AccessToken(
-        value=value, expires_at=now + lifetime, refresh_at=now + lifetime - margin, scopes=scopes
+        value=value, expires_at=expires_at, refresh_at=expires_at - margin, scopes=scopes
     )
 
 
+def _expires_in(value: object) -> int:
+    """Seconds from `expires_in`: a whole number (digits in a string pass) from 0 to a year;
+    anything else (1e12, Infinity, a boolean, an object) is not a token answer to trust."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 12:
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expires_in {str(value)[:40]!r} is not a whole number of seconds")
+    if not 0 <= value <= MAX_EXPIRES_IN:
+        raise ValueError(f"expires_in {value} is outside 0 to {MAX_EXPIRES_IN} seconds")
+    return value
+
+
 def _worth_retrying_now(error: BaseException) -> bool:
-    """Transient token endpoint trouble is retried at once; throttling is not (it would worsen)."""
+    """Transient token endpoint trouble is retried at once; throttling is not (it would
+    worsen), nor an unusable answer (it waits for the job's backoff)."""
     return (
         isinstance(error, TokenError)
         and error.outcome.action is Action.retry
+        and error.outcome.code != RetryCode.invalid_answer
         and not error.outcome.throttled
     )

@@ -26,7 +26,8 @@ from app.grading.score import (
     percent,
     score_to_send,
 )
-from app.lti.ags import AgsError, Result, read_line_item
+from app.lti.ags import AgsError
+from app.lti.ags_documents import Result
 from app.lti.outcomes import FailureCode
 from app.manual.common import (
     ASSIGNMENT_NOT_LINKED,
@@ -96,7 +97,7 @@ def canvas_line_item_reader(context: AppContext) -> LineItemReader:
 
     async def read(platform: Platform, lineitem_url: str) -> LineItemPoints:
         try:
-            line_item = await read_line_item(context, platform, lineitem_url)
+            line_item = await context.ags.read_line_item(platform, lineitem_url)
         except AgsError as exc:
             return LineItemPoints(None, exc.code, exc.outcome.message)
         if line_item.points is None:

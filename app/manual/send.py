@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.manual.common import (
@@ -23,7 +23,7 @@ from app.manual.common import (
     unsendable_reason,
 )
 from app.store import passback as store
-from app.store.jobs import NewJob, enqueue_job
+from app.store.jobs import NewJob, enqueue_job, lock_pairs, pair_key
 from app.store.models import (
     Batch,
     Formative,
@@ -33,6 +33,9 @@ from app.store.models import (
 )
 
 MAX_SELECTION = 10_000
+MAX_TRIES = 3
+"""Writes of a batch tried again after a deadlock."""
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
 
 
 class Override(BaseModel):
@@ -118,10 +121,53 @@ class SkippedStudent(BaseModel):
     message: str
 
 
+class SendWarning(BaseModel):
+    """Something about the queued grades the teacher should know (they were sent anyway)."""
+
+    code: str
+    message: str
+    student_ids: list[str]
+
+
+ABOVE_100_PERCENT = "above_100_percent"
+POINTS_OVERRIDE = "points_override"
+NOT_SUBMITTED = "not_submitted"
+_SEND_WARNINGS = {
+    ABOVE_100_PERCENT: "These grades are above 100 % of the Canvas points (extra credit).",
+    POINTS_OVERRIDE: "These grades are Canvas points as typed: above the assignment's points "
+    "they are extra credit, and on an assignment worth 0 points they become 0 (any "
+    "percentage of zero is zero). The batch shows what Canvas received.",
+    NOT_SUBMITTED: "These students have not submitted their work; their grade was sent anyway.",
+}
+
+
 class SendAnswer(BaseModel):
     batch_id: str
     jobs: list[QueuedStudent]
     skipped: list[SkippedStudent]
+    warnings: list[SendWarning] = Field(
+        default_factory=list,
+        description="About queued grades: above 100 % (`above_100_percent`), points overrides "
+        "(`points_override`: extra credit above the points, 0 on a 0-point assignment), "
+        "students who have not submitted (`not_submitted`).",
+    )
+
+
+def _warnings(request: SendRequest, queued: Sequence[store.RosterEntry]) -> list[SendWarning]:
+    found: dict[str, list[str]] = {code: [] for code in _SEND_WARNINGS}
+    for entry in queued:
+        override = request.overrides.get(entry.student_id)
+        if override is not None and override.percent is not None and override.percent > 100:
+            found[ABOVE_100_PERCENT].append(entry.student_id)
+        if override is not None and override.points is not None:
+            found[POINTS_OVERRIDE].append(entry.student_id)
+        if entry.work is None or not entry.work.submitted:
+            found[NOT_SUBMITTED].append(entry.student_id)
+    return [
+        SendWarning(code=code, message=_SEND_WARNINGS[code], student_ids=student_ids)
+        for code, student_ids in found.items()
+        if student_ids
+    ]
 
 
 @dataclass(frozen=True)
@@ -230,7 +276,7 @@ async def _write_batch(
     session.add(batch)
     await session.flush()  # a concurrent send with the same key conflicts here, before any job
     licensed = license_ok(formative)
-    queued: list[QueuedStudent] = []
+    sendable: list[store.RosterEntry] = []
     skipped: list[SkippedStudent] = []
     for student_id in _selected(list(entries.values()), request.select):
         entry = entries.get(student_id)
@@ -242,8 +288,22 @@ async def _write_batch(
             skipped.append(
                 SkippedStudent(student_id=student_id, reason=reason, message=explain(reason) or "")
             )
-            continue
-        assert entry is not None
+        else:
+            assert entry is not None
+            sendable.append(entry)
+    # Concurrent sends of the same students queue one after the other: each supersedes the
+    # pending jobs the one before it committed, and its timestamps follow that one's.
+    await lock_pairs(
+        session,
+        [
+            pair_key(entry.launch.lineitem_url, entry.launch.lti_user_id)
+            for entry in sendable
+            if entry.launch is not None and entry.launch.lineitem_url
+        ],
+    )
+    queued: list[QueuedStudent] = []
+    for entry in sendable:
+        student_id = entry.student_id
         job = await enqueue_job(
             session,
             _new_job(entry, request, batch_id=batch.id, sender=sender, now=now),
@@ -251,11 +311,20 @@ async def _write_batch(
             deadline=deadline,
         )
         queued.append(QueuedStudent(student_id=student_id, job_id=job.id))
-    answer = SendAnswer(batch_id=batch.id, jobs=queued, skipped=skipped)
+    answer = SendAnswer(
+        batch_id=batch.id, jobs=queued, skipped=skipped, warnings=_warnings(request, sendable)
+    )
     batch.skipped = [item.model_dump() for item in skipped]
     batch.response_body = answer.model_dump_json()
     await session.commit()
     return answer
+
+
+async def _reloaded(session: AsyncSession, formative_id: str) -> Formative:
+    formative = await store.get_formative(session, formative_id)
+    if formative is None:  # pragma: no cover - formatives are never deleted
+        raise ManualPassbackError(404, "formative_not_found", f"No formative {formative_id!r}.")
+    return formative
 
 
 async def send(
@@ -282,16 +351,28 @@ async def send(
             return _replay(earlier, digest)
 
     try:
-        answer = await _write_batch(
-            session,
-            formative,
-            request,
-            sender=sender,
-            idempotency_key=idempotency_key,
-            digest=digest,
-            now=now,
-            deadline=deadline,
-        )
+        for tries_left in reversed(range(MAX_TRIES)):
+            try:
+                answer = await _write_batch(
+                    session,
+                    formative,
+                    request,
+                    sender=sender,
+                    idempotency_key=idempotency_key,
+                    digest=digest,
+                    now=now,
+                    deadline=deadline,
+                )
+                break
+            except DBAPIError as error:
+                if isinstance(error, IntegrityError) or not tries_left:
+                    raise
+                if getattr(error.orig, "sqlstate", None) not in _TRANSIENT_SQLSTATES:
+                    raise
+                # A deadlock with the delivery engine or the intake (rows of the same pairs
+                # taken in another order): nothing was written; write the batch again.
+                await session.rollback()
+                formative = await _reloaded(session, formative_id)
     except IntegrityError:
         # A request with the same key wrote its batch first: answer as it did.
         await session.rollback()

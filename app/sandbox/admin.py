@@ -154,6 +154,7 @@ class FlagsPatch(BaseModel):
     improved_concluded_response_codes: bool | None = None
     enforce_iso8601_for_lti_scores: bool | None = None
     remove_top_submitted_at: bool | None = None
+    whole_second_timestamps: bool | None = None
 
 
 def build_admin_router(state: SandboxState) -> APIRouter:

@@ -19,7 +19,7 @@ from app.sandbox.ags import build_ags_router
 from app.sandbox.config import SandboxConfig
 from app.sandbox.errors import ApiError, NotFound, PlatformError, UnexpectedError, status_symbol
 from app.sandbox.faults import ABORT_SCOPE_KEY, FaultMiddleware, transport_abort
-from app.sandbox.gradebook import build_gradebook_router
+from app.sandbox.gradebook import STATIC_PATH, build_gradebook_router, gradebook_assets
 from app.sandbox.launch import build_platform_jwks_router
 from app.sandbox.registration import build_registration_router
 from app.sandbox.request_log import RequestLogMiddleware
@@ -83,6 +83,7 @@ def create_sandbox_app(
     app.include_router(build_gradebook_router(state))
     app.include_router(build_admin_router(state))
     app.include_router(build_registration_router(state))
+    app.mount(STATIC_PATH, gradebook_assets(), name="sandbox-static")
     app.add_exception_handler(PlatformError, _platform_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

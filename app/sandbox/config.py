@@ -51,6 +51,9 @@ class CanvasFlags:
     """Setting `enforce_iso8601_for_lti_scores`: off accepts lenient timestamps too."""
     remove_top_submitted_at: bool = False
     """`lti_ags_remove_top_submitted_at`: on ignores a top-level `submittedAt`."""
+    whole_second_timestamps: bool = False
+    """Not Canvas's: behave like Moodle, which keeps a score's timestamp in whole seconds and
+    answers 409 to a score whose timestamp is not later than the stored one (equal included)."""
 
 
 @dataclass

@@ -41,6 +41,7 @@ from app.sandbox.fault_rules import (
 )
 from app.sandbox.rendering import canvas_json
 from app.sandbox.throttle import throttled_response
+from app.sandbox.urls import is_sandbox_page
 
 ABORT_SCOPE_KEY = "sandbox.abort"
 FAULT_SCOPE_KEY = "sandbox.fault"
@@ -157,7 +158,7 @@ class FaultMiddleware:
         self._plan = plan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/sandbox/"):
+        if scope["type"] != "http" or is_sandbox_page(scope["path"]):
             await self._app(scope, receive, send)
             return
         try:

@@ -62,6 +62,8 @@ class RegistrationToken:
     """The issuer the OpenID configuration names (None: the platform's own)."""
     scopes_supported: tuple[str, ...] | None = None
     """Scopes the platform offers during this registration (None: every AGS scope)."""
+    scopes_granted: tuple[str, ...] | None = None
+    """Scopes the admin lets the key have, of those requested (None: all requested)."""
     client_id: str | None = None
     """The developer key the registration made, once it did."""
 

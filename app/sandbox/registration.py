@@ -70,6 +70,7 @@ def start_registration(
     *,
     issuer: str | None = None,
     scopes_supported: Sequence[str] | None = None,
+    scopes_granted: Sequence[str] | None = None,
 ) -> RegistrationToken:
     """A registration token for one Dynamic Registration (what the admin's session holds)."""
     with state.lock:
@@ -78,6 +79,7 @@ def start_registration(
             expires_at=state.clock() + REGISTRATION_TOKEN_LIFETIME,
             issuer=issuer,
             scopes_supported=None if scopes_supported is None else tuple(scopes_supported),
+            scopes_granted=None if scopes_granted is None else tuple(scopes_granted),
         )
         state.registration_tokens[token.token] = token
         return token
@@ -234,9 +236,15 @@ def create_registration(
         if errors:
             raise RegistrationError(422, {"errors": errors})
         assert isinstance(body, dict)
+        requested = body["scope"].split()
+        granted = [
+            scope
+            for scope in requested
+            if token.scopes_granted is None or scope in token.scopes_granted
+        ]
         key = state.create_developer_key(
             name=body["client_name"].strip(),
-            scopes=body["scope"].split(),
+            scopes=granted,
             public_jwk_url=body["jwks_uri"],
         )
         key.account_deployment_id = f"{state.next_id()}:{uuid.uuid4().hex}"
@@ -266,6 +274,7 @@ def create_registration(
     return registration, {
         "client_id": registration.client_id,
         **answer,
+        "scope": " ".join(granted),
         "deployment_id": registration.deployment_id,
     }
 
@@ -287,12 +296,21 @@ class RegistrationStart(BaseModel):
     scopes_supported: list[str] | None = Field(
         default=None, description="Scopes the platform offers (default: every AGS scope)."
     )
+    scopes_granted: list[str] | None = Field(
+        default=None,
+        description="Scopes the key gets of those the tool asks for (default: all it asks for).",
+    )
 
 
 def _started(state: SandboxState, origin: str, body: RegistrationStart) -> dict[str, Any]:
     if not _is_url(body.tool_url):
         raise HTTPException(422, "tool_url must be an absolute http(s) URL")
-    token = start_registration(state, issuer=body.issuer, scopes_supported=body.scopes_supported)
+    token = start_registration(
+        state,
+        issuer=body.issuer,
+        scopes_supported=body.scopes_supported,
+        scopes_granted=body.scopes_granted,
+    )
     return {
         "registration_token": token.token,
         "openid_configuration": openid_configuration_url(origin, token),

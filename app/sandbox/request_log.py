@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.sandbox.config import Clock
 from app.sandbox.faults import FAULT_SCOPE_KEY
+from app.sandbox.urls import is_sandbox_page
 
 BODY_LIMIT = 64 * 1024
 HIDDEN_HEADERS = frozenset({"authorization"})
@@ -98,7 +99,7 @@ class RequestLogMiddleware:
         self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/sandbox/"):
+        if scope["type"] != "http" or is_sandbox_page(scope["path"]):
             await self._app(scope, receive, send)
             return
         seq = self._log.next_seq()

@@ -7,6 +7,12 @@ from starlette.requests import Request
 from app.sandbox.protocol import PLATFORM_JWKS_PATH, TOKEN_PATH
 
 
+def is_sandbox_page(path: str) -> bool:
+    """The sandbox's own pages and admin API: never throttled, faulted or logged as
+    platform traffic."""
+    return path == "/" or path.startswith("/sandbox/")
+
+
 def request_origin(request: Request) -> str:
     """``scheme://host[:port]`` of the request, as the client addressed it."""
     return f"{request.url.scheme}://{request.url.netloc}"

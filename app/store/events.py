@@ -21,7 +21,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -374,6 +374,15 @@ _JOB_INPUT = ["id", "pair_key", *(field.name for field in fields(NewJob))]
 """The new jobs' columns, their rows one JSON parameter (`jobs`); the rest are the same for
 every job (`fresh_job_state`, bound once) or decided by the statement."""
 _FRESH_JOB_COLUMNS = list(fresh_job_state(datetime.min, timedelta(0)))
+# An automatic job's timestamp, as `score_timestamp_after` decides it for its kind: strictly
+# later than the pair's earlier ones at whole-second precision, unless the grade is older.
+_AUTOMATIC_TIMESTAMP = """CASE
+    WHEN earlier.latest IS NULL OR j.score_timestamp >= earlier.next_second
+         OR j.score_timestamp < earlier.latest THEN j.score_timestamp
+    ELSE earlier.next_second END"""
+_JOB_SELECTED = [
+    _AUTOMATIC_TIMESTAMP if name == "score_timestamp" else f"j.{name}" for name in _JOB_INPUT
+]
 
 
 def _rows_of(parameter: str, columns: dict[str, str], alias: str) -> str:
@@ -392,8 +401,8 @@ def _json_text(rows: list[dict[str, Any]]) -> str:
 
 # PostgreSQL: the batch in one statement, its rows given as JSON. Each CTE sees the same
 # snapshot; only the events whose id is new (`event`) have their jobs and facts written. A
-# job's `new_submission`/`submission_unconfirmed` follow `enqueue_job`'s rule (earlier jobs of
-# the same submission), and it supersedes its pair's pending jobs as `enqueue_job` does. A
+# job's `new_submission`/`submission_unconfirmed` and timestamp follow `enqueue_job`'s rules
+# (earlier jobs of the pair), and it supersedes its pair's pending jobs as `enqueue_job` does. A
 # formative's row is inserted if missing (DO NOTHING takes no lock on an existing row) and
 # updated, from the batch's newest event of it, only when a fact differs.
 # (S608: what is put into the text is our own column names, never input.)
@@ -423,15 +432,20 @@ job_input AS (
 job AS (
     INSERT INTO passback_jobs ({", ".join(_JOB_INPUT)}, {", ".join(_FRESH_JOB_COLUMNS)},
                                new_submission, submission_unconfirmed)
-    SELECT {", ".join(f"j.{name}" for name in _JOB_INPUT)},
+    SELECT {", ".join(_JOB_SELECTED)},
            {", ".join(f":f_{name}" for name in _FRESH_JOB_COLUMNS)},
            NOT earlier.delivered, earlier.sent AND NOT earlier.delivered
     FROM job_input j
     CROSS JOIN LATERAL (
-        SELECT bool_or(e.status = :delivered) IS TRUE AS delivered,
-               bool_or(e.attempt_count > 0 OR e.status = :in_flight) IS TRUE AS sent
+        SELECT bool_or(e.status = :delivered) FILTER (WHERE e.submitted_at
+                   IS NOT DISTINCT FROM j.submitted_at) IS TRUE AS delivered,
+               bool_or(e.attempt_count > 0 OR e.status = :in_flight) FILTER (WHERE
+                   e.submitted_at IS NOT DISTINCT FROM j.submitted_at) IS TRUE AS sent,
+               max(e.score_timestamp) AS latest,
+               date_trunc('second', max(e.score_timestamp)) + interval '1 second'
+                   AS next_second
         FROM passback_jobs e
-        WHERE e.pair_key = j.pair_key AND e.submitted_at IS NOT DISTINCT FROM j.submitted_at
+        WHERE e.pair_key = j.pair_key
     ) AS earlier
 ),
 superseded AS (
@@ -516,7 +530,7 @@ def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, An
         "formative_id": formative.id,
         "student_id": work.student_id,
         "type": write.type,
-        "occurred_at": write.occurred_at,
+        "occurred_at": _utc(write.occurred_at),
         "decision": write.decision,
         "response_body": body,
         "job_id": job_id,
@@ -533,9 +547,15 @@ def _event_row(write: EventWrite, body: str, job_id: int | None) -> dict[str, An
         "attempt": work.attempt,
         "score": work.score,
         "max_score": work.max_score,
-        "submitted_at": work.submitted_at,
+        "submitted_at": _utc(work.submitted_at),
         "response_url": work.response_url,
     }
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """In UTC: PostgreSQL's text input refuses offsets past ±15:59 that the intake accepts
+    (any offset of a real instant), and the rows go to it as JSON text."""
+    return None if moment is None else moment.astimezone(UTC)
 
 
 async def _record_in_one_statement(
@@ -558,7 +578,12 @@ async def _record_in_one_statement(
         event_rows.append(_event_row(write, answers[write.event_id], job_id))
         if write.job is not None:
             key = pair_key(write.job.lineitem_url, write.job.lti_user_id)
-            job_rows.append({"id": job_id, "pair_key": key, **vars(write.job)})
+            job = write.job
+            times = {
+                "score_timestamp": _utc(job.score_timestamp),
+                "submitted_at": _utc(job.submitted_at),
+            }
+            job_rows.append({"id": job_id, "pair_key": key, **vars(job), **times})
     parameters: dict[str, Any] = {
         "received_at": received_at,
         "events": _json_text(event_rows),

@@ -87,10 +87,56 @@ def fresh_job_state(now: datetime, deadline: timedelta) -> dict[str, Any]:
     }
 
 
+ONE_SECOND = timedelta(seconds=1)
+
+
+def score_timestamp_after(
+    kind: JobKind, produced_at: datetime, previous: datetime | None
+) -> datetime:
+    """The timestamp a new job of a pair sends, given the latest timestamp of the pair's
+    earlier jobs (SPEC §2.4): strictly later than it at whole-second precision (Moodle keeps
+    whole seconds and answers 409 to an equal one; later by a second is later at any finer
+    precision too), so a second grade within the same second carries the next second.
+
+    A manual send is "the moment of sending": always after every earlier grade, since the
+    teacher meant it to count. An automatic grade older than one already given keeps its
+    time: it is older, and the platform keeps the newer grade (the job ends `superseded`).
+    """
+    if previous is None:
+        return produced_at
+    next_second = previous.replace(microsecond=0) + ONE_SECOND
+    if produced_at >= next_second:
+        return produced_at
+    if kind == JobKind.automatic and produced_at < previous:
+        return produced_at
+    return next_second
+
+
+def _advisory_key(key: str) -> int:
+    """A pair key as a signed 64-bit number (PostgreSQL's advisory lock key)."""
+    return int.from_bytes(bytes.fromhex(key[:16]), "big", signed=True)
+
+
+async def lock_pairs(session: AsyncSession, keys: Collection[str]) -> None:
+    """Serialise the enqueueing of jobs for these pairs with other transactions doing the
+    same, until the caller's transaction ends: a transaction-scoped advisory lock per pair on
+    PostgreSQL, taken in one order (so two sends of overlapping students cannot deadlock on
+    them). Without it, concurrent sends each supersede only the pending jobs they can see and
+    leave several pending. SQLite needs none: its write lock, taken at the caller's first
+    write, serialises writers (call this after one)."""
+    if not keys or session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+        {"keys": [_advisory_key(key) for key in sorted(set(keys))]},
+    )
+
+
 async def _earlier_passbacks_of_same_submission(
     session: AsyncSession, key: str, submitted_at: datetime | None
-) -> tuple[bool, bool]:
-    """Has this submission reached the platform for this pair: (surely, possibly)?
+) -> tuple[bool, bool, datetime | None]:
+    """Has this submission reached the platform for this pair: (surely, possibly)? And the
+    latest timestamp of the pair's jobs.
 
     Surely: a job of it was delivered. Possibly: a job of it was sent (or is being sent)
     without an answer that says it landed.
@@ -106,8 +152,13 @@ async def _earlier_passbacks_of_same_submission(
         of_submission,
         or_(PassbackJob.attempt_count > 0, PassbackJob.status == JobStatus.in_flight),
     )
-    row = (await session.execute(select(delivered, sent))).one()
-    return bool(row[0]), bool(row[1])
+    latest = (
+        select(func.max(PassbackJob.score_timestamp))
+        .where(PassbackJob.pair_key == key)
+        .scalar_subquery()
+    )
+    row = (await session.execute(select(delivered, sent, latest))).one()
+    return bool(row[0]), bool(row[1]), row[2]
 
 
 async def enqueue_job(
@@ -118,15 +169,21 @@ async def enqueue_job(
 
     `new_submission` is true unless this submission surely reached the platform already. When
     it possibly did (an earlier job's outcome is unknown), the job is `submission_unconfirmed`:
-    the delivery reads the student's result before opening a submission.
+    the delivery reads the student's result before opening a submission. Its timestamp is
+    decided here, once, from the pair's earlier ones (`score_timestamp_after`). Concurrent
+    enqueuers of one pair must hold `lock_pairs`.
 
     (Event intake on PostgreSQL queues automatic jobs in its batch statement, by the same
     rules written in SQL: app/store/events.py `_RECORD_EVENTS`.)
     """
     key = pair_key(new.lineitem_url, new.lti_user_id)
-    surely, possibly = await _earlier_passbacks_of_same_submission(session, key, new.submitted_at)
+    surely, possibly, latest = await _earlier_passbacks_of_same_submission(
+        session, key, new.submitted_at
+    )
+    fields = asdict(new)
+    fields["score_timestamp"] = score_timestamp_after(new.kind, new.score_timestamp, latest)
     job = PassbackJob(
-        **asdict(new),
+        **fields,
         pair_key=key,
         new_submission=not surely,
         submission_unconfirmed=possibly and not surely,
@@ -580,6 +637,9 @@ async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> N
             for finish in finishes
         ],
     )
+    superseded = [finish.job_id for finish in finishes if finish.status is JobStatus.superseded]
+    if superseded:
+        await _confirm_superseded(session, superseded)
     attempts = [
         {
             "job_id": finish.job_id,
@@ -594,6 +654,46 @@ async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> N
     ]
     if attempts:
         await session.execute(insert(_attempts), attempts)
+
+
+NOT_SUPERSEDED = "platform_rejected"
+"""What a job refused as stale becomes when no newer grade of ours is in the platform."""
+
+
+async def _confirm_superseded(session: AsyncSession, job_ids: Sequence[int]) -> None:
+    """A job the platform refused as stale ("before last updated timestamp", Moodle's 409) is
+    `superseded` only when a newer grade of ours really is there: a delivered job of the
+    same pair whose timestamp is not earlier (it becomes `superseded_by`). Otherwise the
+    older grade in the platform is not ours, or not newer: the job fails (`platform_rejected`,
+    the platform's words kept), so the teacher is told it did not land (SPEC §2.4)."""
+    newer = aliased(PassbackJob)
+    newest_delivered = (
+        select(func.max(newer.id))
+        .where(
+            newer.pair_key == PassbackJob.pair_key,
+            newer.id != PassbackJob.id,
+            newer.status == JobStatus.delivered,
+            newer.score_timestamp >= PassbackJob.score_timestamp,
+        )
+        .scalar_subquery()
+    )
+    mine = and_(
+        PassbackJob.id.in_(list(job_ids)),
+        PassbackJob.status == JobStatus.superseded,
+        PassbackJob.superseded_by.is_(None),
+    )
+    await session.execute(
+        update(PassbackJob)
+        .where(mine)
+        .values(superseded_by=newest_delivered)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(PassbackJob)
+        .where(mine)
+        .values(status=JobStatus.failed, outcome_code=NOT_SUPERSEDED)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def next_pending_at(session: AsyncSession) -> datetime | None:

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.store.models import Launch
+from app.store.models import Launch, UsedIdToken
 from app.store.upsert import insert_for
 
 
@@ -53,3 +53,21 @@ async def find_launch(session: AsyncSession, formative_id: str, student_id: str)
     return await session.scalar(
         select(Launch).where(Launch.formative_id == formative_id, Launch.student_id == student_id)
     )
+
+
+async def bind_id_token(
+    session: AsyncSession, token_key: str, student_id: str, *, expires_at: datetime, now: datetime
+) -> str:
+    """Record that the id_token `token_key` binds `student_id`, unless it was recorded
+    before; returns the student it binds (the earlier one, when it was)."""
+    statement = (
+        insert_for(session, UsedIdToken)
+        .values(token_key=token_key, student_id=student_id, expires_at=expires_at, used_at=now)
+        .on_conflict_do_nothing(index_elements=["token_key"])
+    )
+    await session.execute(statement)
+    bound = await session.scalar(
+        select(UsedIdToken.student_id).where(UsedIdToken.token_key == token_key)
+    )
+    assert bound is not None
+    return bound

@@ -182,6 +182,20 @@ class Launch(Base):
     platform: Mapped[Platform] = relationship(lazy="raise")
 
 
+class UsedIdToken(Base):
+    """A launch id_token already recorded, and the one Formative student it binds: the same
+    token posted for another student is refused. Kept until the token expires (then it can
+    no longer be verified anyway, and the row may be pruned)."""
+
+    __tablename__ = "used_id_tokens"
+
+    token_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the token's issuer, `sub`, `nonce` and `jti` (empty when absent)."""
+    student_id: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime]
+
+
 class StudentWork(Base):
     """The latest score the service knows for a student on a formative."""
 

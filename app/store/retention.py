@@ -7,6 +7,8 @@
   counts as a new event.
 - Teacher batches created before then that no longer have jobs (the `Idempotency-Key` of a
   send is remembered as long as its batch).
+- Launch id_tokens recorded as used (one token binds one student) that expired before then:
+  an expired token is refused anyway.
 
 Kept whatever their age: automatic jobs (the row is what makes automatic passback fire once
 per student and line item), launches, student work, formatives and platforms (current state,
@@ -25,7 +27,15 @@ from datetime import datetime
 from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.store.models import Batch, JobAttempt, JobKind, JobStatus, PassbackJob, SubmissionEvent
+from app.store.models import (
+    Batch,
+    JobAttempt,
+    JobKind,
+    JobStatus,
+    PassbackJob,
+    SubmissionEvent,
+    UsedIdToken,
+)
 
 FINISHED_STATUSES = (JobStatus.delivered, JobStatus.superseded, JobStatus.failed)
 PRUNE_BATCH_SIZE = 500
@@ -37,6 +47,7 @@ class Pruned:
     attempts: int = 0
     events: int = 0
     batches: int = 0
+    used_id_tokens: int = 0
 
 
 async def _prune_jobs(session: AsyncSession, cutoff: datetime, limit: int, pruned: Pruned) -> int:
@@ -88,6 +99,20 @@ async def _prune_batches(
     return len(ids)
 
 
+async def _prune_used_id_tokens(
+    session: AsyncSession, cutoff: datetime, limit: int, pruned: Pruned
+) -> int:
+    keys = list(
+        await session.scalars(
+            select(UsedIdToken.token_key).where(UsedIdToken.expires_at < cutoff).limit(limit)
+        )
+    )
+    if keys:
+        await session.execute(delete(UsedIdToken).where(UsedIdToken.token_key.in_(keys)))
+        pruned.used_id_tokens += len(keys)
+    return len(keys)
+
+
 async def prune(
     sessions: async_sessionmaker[AsyncSession],
     *,
@@ -97,7 +122,7 @@ async def prune(
     """Remove what the retention rules allow from before `older_than`, batch by batch."""
     pruned = Pruned()
     # Jobs before batches: a batch goes only once none of its jobs is left.
-    for step in (_prune_jobs, _prune_events, _prune_batches):
+    for step in (_prune_jobs, _prune_events, _prune_batches, _prune_used_id_tokens):
         while True:
             async with sessions() as session, session.begin():
                 found = await step(session, older_than, batch_size, pruned)

@@ -546,3 +546,14 @@ async def test_times_at_the_edges_of_years_1_to_9999_are_stored_and_read_back(
     assert job.json()["score_timestamp"].startswith("9999-12-31T23:59:59.999")
     assert job.json()["submitted_at"].startswith("0001-01-01T00:00:00")
     assert (await post_event(client, body)).json() == response.json()
+
+
+async def test_an_offset_past_postgresqls_text_input_is_stored_as_the_same_instant(
+    client: httpx.AsyncClient, launched: CanvasWorld
+) -> None:
+    body = event(occurred_at="2026-11-20T14:03:11.250-23:59", submitted_at="2026-11-20T23:00Z")
+    response = await post_event(client, body)
+    assert response.status_code == 202, response.text
+
+    job = await client.get(f"/v1/passback/jobs/{response.json()['job_id']}", headers=ADMIN)
+    assert job.json()["score_timestamp"].startswith("2026-11-21T14:02:11.250")

@@ -3,12 +3,17 @@ sandbox Canvas on both databases."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from app.config import Settings
 from app.context import AppContext
 from app.store.models import PassbackJob
 from tests.api.test_manual_passback import (
@@ -19,8 +24,9 @@ from tests.api.test_manual_passback import (
     send,
     whole_class,
 )
+from tests.support import databases
 from tests.support.classroom import Classroom, deliver_all, make_classroom
-from tests.support.sandbox import RunningSandbox, sandbox_fixture, sandbox_server_fixture  # noqa: F401
+from tests.support.sandbox import RunningSandbox, TestClock, sandbox_fixture, sandbox_server_fixture  # noqa: F401
 
 
 @pytest.fixture
@@ -128,6 +134,10 @@ async def test_a_points_override_on_a_zero_point_assignment_sends_zero(
     answer = await send(room, whole_class(room, overrides={"s-1": {"points": "15"}}))
     await deliver_all(context)
 
+    assert [(w["code"], w["student_ids"]) for w in answer["warnings"]] == [
+        ("points_override", ["s-1"])
+    ]
+    assert "become 0" in answer["warnings"][0]["message"]
     assert [warning["code"] for warning in body["warnings"]] == ["canvas_points_zero"]
     assert "points overrides too" in body["warnings"][0]["message"]
     row = rows_of(body)["s-1"]
@@ -145,9 +155,176 @@ async def test_a_points_override_above_the_canvas_points_stays_extra_credit(
     await classroom.launch("s-1")
     await classroom.work("s-1", "7")
 
-    answer = await send(classroom, whole_class(classroom, overrides={"s-1": {"points": "25"}}))
+    await classroom.launch("s-2")
+    await classroom.work("s-2", "4", event_type="started")
+    overrides = {"s-1": {"points": "25"}, "s-2": {"percent": "110"}}
+    answer = await send(classroom, whole_class(classroom, overrides=overrides))
     await deliver_all(context)
 
+    assert {(w["code"], tuple(w["student_ids"])) for w in answer["warnings"]} == {
+        ("points_override", ("s-1",)),
+        ("above_100_percent", ("s-2",)),
+        ("not_submitted", ("s-2",)),
+    }
+    assert await classroom.gradebook_score("s-2") == Decimal(22)
+
     assert await classroom.gradebook_score("s-1") == Decimal(25)
-    (student,) = (await batch(classroom, answer["batch_id"]))["students"]
+    students = (await batch(classroom, answer["batch_id"]))["students"]
+    student = next(row for row in students if row["student_id"] == "s-1")
     assert (as_decimal(student["score_given"]), as_decimal(student["canvas_points"])) == (25, 20)
+
+
+# --- 10. Strictly increasing timestamps ------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> TestClock:
+    return TestClock()
+
+
+@pytest.fixture
+async def context(settings: Settings, clock: TestClock) -> AsyncIterator[AppContext]:
+    """The instance on an emptied database, its clock under the test's control."""
+    built = AppContext.build(settings, clock=clock)
+    await databases.empty_all_tables(built.engine)
+    await built.load_tool_keys()
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+def start_of_a_second(clock: TestClock) -> datetime:
+    """Freeze the service's clock 0.3 s into the current second; returns that second."""
+    now = clock.freeze()
+    clock.advance(0.3 - now.microsecond / 1_000_000)
+    return now.replace(microsecond=0)
+
+
+async def test_a_manual_send_in_the_second_of_the_automatic_grade_lands_on_a_moodle_like_platform(
+    classroom: Classroom, context: AppContext, clock: TestClock
+) -> None:
+    await classroom.sandbox.admin.set_flags(whole_second_timestamps=True)
+    second = start_of_a_second(clock)
+    await classroom.launch("s-1")
+    automatic = await classroom.work(
+        "s-1", "7", automatic=True, at=second + timedelta(milliseconds=200)
+    )
+    assert automatic["decision"] == "queued"
+    await deliver_all(context)
+    assert await classroom.gradebook_score("s-1") == Decimal(14)
+    await classroom.work(
+        "s-1",
+        "10",
+        event_type="updated",
+        cause="teacher_adjusted",
+        at=second + timedelta(milliseconds=250),
+    )
+
+    answer = await send(classroom, {"select": {"student_ids": ["s-1"]}})
+    await deliver_all(context)
+
+    (student,) = (await batch(classroom, answer["batch_id"]))["students"]
+    assert student["status"] == "delivered", student
+    assert await classroom.gradebook_score("s-1") == Decimal(20), "the teacher's 10 counts"
+    first, manual = await jobs_of(context, "s-1")
+    assert first.score_timestamp == second + timedelta(milliseconds=200)
+    assert manual.score_timestamp == second + timedelta(seconds=1), "the next whole second"
+    assert manual.new_submission is False
+
+
+@pytest.mark.parametrize(("after_ms", "expected_ms"), [(500, 1000), (100, 100)])
+async def test_an_automatic_grade_after_a_manual_one_in_the_same_second_takes_the_next_second(
+    classroom: Classroom, context: AppContext, clock: TestClock, after_ms: int, expected_ms: int
+) -> None:
+    """(An automatic grade produced before the manual one keeps its time: it is older.)"""
+    second = start_of_a_second(clock)
+    await classroom.launch("s-1")
+    await classroom.work("s-1", "3", event_type="started", at=second)
+    await send(classroom, {"select": {"student_ids": ["s-1"]}})
+
+    automatic = await classroom.work(
+        "s-1", "7", automatic=True, at=second + timedelta(milliseconds=after_ms)
+    )
+
+    assert automatic["decision"] == "queued"
+    manual, queued = await jobs_of(context, "s-1")
+    assert manual.score_timestamp == second + timedelta(milliseconds=300)
+    assert queued.score_timestamp == second + timedelta(milliseconds=expected_ms)
+
+
+async def test_the_timestamp_is_decided_when_queued_and_stays_on_every_retry(
+    classroom: Classroom, context: AppContext, clock: TestClock
+) -> None:
+    second = start_of_a_second(clock)
+    await classroom.launch("s-1")
+    await classroom.work("s-1", "7")
+    await send(classroom, {"select": {"student_ids": ["s-1"]}})
+    await classroom.sandbox.admin.add_fault(
+        "error", path="/scores", method="POST", status=500, remaining=2
+    )
+    await send(classroom, {"select": {"student_ids": ["s-1"]}})
+    for _ in range(4):
+        await deliver_all(context)
+        clock.advance(120)
+
+    first, second_send = await jobs_of(context, "s-1")
+    assert first.score_timestamp == second + timedelta(milliseconds=300)
+    assert first.status == "superseded"
+    assert second_send.score_timestamp == second + timedelta(seconds=1)
+    assert second_send.status == "delivered"
+    posts = await classroom.sandbox.admin.requests(path_contains="/scores", method="POST")
+    assert [post["status"] for post in posts] == [500, 500, 200]
+    stamps = {json.loads(post["request_body"])["timestamp"] for post in posts[-1:]}
+    assert stamps == {(second + timedelta(seconds=1)).isoformat(timespec="milliseconds")}
+
+
+async def test_a_refusal_as_stale_is_superseded_only_when_a_newer_grade_of_ours_landed(
+    classroom: Classroom, context: AppContext
+) -> None:
+    await classroom.launch("s-1")
+    await classroom.work("s-1", "7")
+    await send(classroom, {"select": {"student_ids": ["s-1"]}})
+    await deliver_all(context)
+    student = classroom.student("s-1")
+    with classroom.sandbox.state.lock:
+        line_item_id = str(classroom.world["line_item_id"])
+        result = classroom.sandbox.state.result_of(line_item_id, student.user_id)
+        assert result is not None
+        result.updated_at = datetime(2099, 1, 1, tzinfo=UTC)  # another tool's later grade
+
+    answer = await send(classroom, {"select": {"student_ids": ["s-1"]}})
+    await deliver_all(context)
+
+    (row,) = (await batch(classroom, answer["batch_id"]))["students"]
+    assert row["status"] == "failed", "not superseded: no newer grade of ours is there"
+    assert row["reason"] == "platform_rejected"
+    assert "before last updated timestamp" in row["platform_message"]
+    assert row["superseded_by"] is None
+
+
+# --- 11. Concurrent sends ---------------------------------------------------------------------
+
+
+async def test_twenty_concurrent_sends_leave_one_pending_job_per_student(
+    classroom: Classroom, context: AppContext
+) -> None:
+    for student in classroom.students:
+        await classroom.launch(student.student_id)
+        await classroom.work(student.student_id, "7")
+
+    answers = await asyncio.gather(*(send(classroom, whole_class(classroom)) for _ in range(20)))
+
+    assert all(len(answer["jobs"]) == 3 for answer in answers)
+    async with context.sessions() as session:
+        jobs = list(await session.scalars(select(PassbackJob).order_by(PassbackJob.id)))
+    assert len(jobs) == 60
+    for student in classroom.students:
+        mine = [job for job in jobs if job.student_id == student.student_id]
+        pending = [job for job in mine if job.status == "pending"]
+        assert len(pending) == 1, [(job.id, job.status) for job in mine]
+        assert pending[0].id == max(job.id for job in mine), "the newest one is left"
+        older = [job for job in mine if job is not pending[0]]
+        assert all(job.status == "superseded" and job.superseded_by for job in older)
+        stamps = [job.score_timestamp for job in mine]
+        assert stamps == sorted(set(stamps)), "strictly increasing in the order queued"

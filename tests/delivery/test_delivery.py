@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.delivery import DeliveryEngine
-from app.lti.ags import CANVAS_SUBMISSION_EXTENSION
+from app.lti.ags_documents import CANVAS_SUBMISSION_EXTENSION
 from app.manual.jobs import retry_job
 from app.store.db import transaction
 from app.store.models import JobKind, JobStatus, Platform
@@ -459,12 +459,17 @@ async def test_a_stale_timestamp_leaves_the_newer_grade_and_supersedes_the_job(
 ) -> None:
     student = world.students[0]
     now = world.clock()
-    await world.enqueue(student, score=9, timestamp=now)
+    newer = await world.enqueue(student, score=9, timestamp=now)
     await engine.drain()
-    older = await world.enqueue(student, score=3, timestamp=now - timedelta(minutes=1))
+    # An automatic grade produced before the one delivered keeps its time (a manual send is
+    # always after every earlier grade: see score_timestamp_after).
+    older = await world.enqueue(
+        student, score=3, timestamp=now - timedelta(minutes=1), kind=JobKind.automatic
+    )
     await engine.drain()
     job = await world.job(older)
     assert (job.status, job.outcome_code) == (JobStatus.superseded, "superseded")
+    assert job.superseded_by == newer, "the newer grade of ours that is there"
     assert "before last updated timestamp" in (job.platform_message or "")
     assert (await world.cell(student))["score"] == "9"
 

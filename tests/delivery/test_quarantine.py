@@ -50,3 +50,27 @@ async def test_a_quarantined_job_is_never_claimed_again(
             text("SELECT status FROM passback_jobs WHERE id = :id"), {"id": poisoned}
         )
     assert status == JobStatus.quarantined
+
+
+async def test_an_unforeseen_error_is_a_crashed_attempt_with_backoff_and_one_traceback(
+    world: World, engine: DeliveryEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="passback.delivery")
+    *broken, healthy = await world.enqueue_many(world.students)
+    async with world.context.engine.begin() as connection:  # a mode no release ever wrote
+        await connection.execute(
+            text("UPDATE passback_jobs SET mode = 'weird' WHERE id IN (:a, :b)"),
+            {"a": broken[0], "b": broken[1]},
+        )
+    await engine.drain()
+    world.clock.advance(60)
+    await engine.drain()
+
+    assert (await world.job(healthy)).status == JobStatus.delivered
+    for job_id in broken:
+        job = await world.job(job_id)
+        assert (job.status, job.outcome_code) == (JobStatus.pending, "crashed")
+        assert job.next_attempt_at > world.clock()
+        assert [attempt.outcome for attempt in await world.attempts(job_id)] == ["crashed"] * 2
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 1

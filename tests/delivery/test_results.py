@@ -12,7 +12,7 @@ import pytest
 
 from app.delivery.attempt import Found, found_in
 from app.grading.score import ScoreToSend
-from app.lti.ags import Result
+from app.lti.ags_documents import Result
 from app.store.models import PassbackJob
 
 SUBMITTED = datetime(2026, 11, 20, 14, 3, 10, 900_123, tzinfo=UTC)

@@ -16,16 +16,19 @@ from tests.support.processes import PASSBACK, free_port, service_env, start_serv
 NOT_HEX = "z" * 64
 
 
-def refused_start(tmp_path: Path, **settings: str) -> tuple[int, str, Path]:
-    """Run `passback serve` with the test settings changed by `settings` (environment values);
-    it must end by itself. Returns the exit code, stderr, and where its database would be."""
+def refused_start(
+    tmp_path: Path, *, command: str = "serve", **settings: str
+) -> tuple[int, str, Path]:
+    """Run `passback serve` (or `command`) with the test settings changed by `settings`
+    (environment values); it must end by itself. Returns the exit code, stderr, and where its
+    database would be."""
     database = tmp_path / "var" / "passback.db"
     env = service_env(
         f"sqlite+aiosqlite:///{database}", var_dir=tmp_path / "var", keys_dir=tmp_path / "keys"
     )
     env.update({f"PASSBACK_{name.upper()}": value for name, value in settings.items()})
     finished = subprocess.run(
-        [str(PASSBACK), "serve", "--port", str(free_port())],
+        [str(PASSBACK), command, *(["--port", str(free_port())] if command == "serve" else [])],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -60,6 +63,14 @@ def test_serve_without_a_key_encryption_key_outside_development_refuses_in_one_l
     assert code != 0
     assert_one_line_naming(stderr, "PASSBACK_KEY_ENCRYPTION_KEY")
     assert not (tmp_path / "var" / DEVELOPMENT_KEK_FILE).exists()
+
+
+def test_a_worker_without_a_key_encryption_key_outside_development_refuses_in_one_line(
+    tmp_path: Path,
+) -> None:
+    code, stderr, _ = refused_start(tmp_path, command="worker", key_encryption_key="")
+    assert code != 0
+    assert_one_line_naming(stderr, "PASSBACK_KEY_ENCRYPTION_KEY")
 
 
 @pytest.mark.parametrize(

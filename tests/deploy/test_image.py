@@ -92,6 +92,11 @@ def test_passback_is_the_entry_point_and_serve_the_default_command() -> None:
     assert command == ["serve", "--host", ALL_INTERFACES, "--port", "8000"]
 
 
+def test_the_build_context_leaves_out_local_state_and_secrets() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "var", ".env", "tests"} <= ignored
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -22,6 +22,7 @@ def _development_env(tmp_path: Path, keys_dir: Path) -> dict[str, str]:
         var_dir=tmp_path / "var",
         keys_dir=keys_dir,
         api_keys=[],
+        dev_mode="true",  # as scripts/start: with no API keys, a development key is made
         log_json="false",
     )
     del env["PASSBACK_TEACHER_TOKEN_SECRET"]  # as scripts/start: a development one is made
@@ -63,6 +64,25 @@ async def _check_printed_links(output: str, api: str) -> None:
         assert len(rows) == 3
 
 
+async def _check_start_up_teacher_page(welcome: str, api: str) -> None:
+    """The start-up lines' teacher page works before any demo: its teacher may preview."""
+    found = re.findall(
+        r"teacher page of a sandbox formative \(nobody launched yet\): (\S+)", welcome
+    )
+    assert found, welcome
+    url = found[-1]
+    formative_id = url.split("/teach/formatives/")[1].split("/passback")[0]
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.get(url.split("#")[0])).status_code == 200
+        preview = await client.get(
+            f"{api}/v1/formatives/{formative_id}/passback/preview",
+            headers={"Authorization": f"Bearer {url.split('#token=')[1]}"},
+        )
+    assert preview.status_code == 200, preview.text
+    rows = [row for group in preview.json()["classes"] for row in group["rows"]]
+    assert len(rows) == 3
+
+
 async def test_demo_runs_again_after_the_service_and_its_sandbox_restart(
     tmp_path: Path, tool_keys_dir: Path
 ) -> None:
@@ -73,11 +93,13 @@ async def test_demo_runs_again_after_the_service_and_its_sandbox_restart(
     )
     api, sandbox = service.base_url, f"http://127.0.0.1:{port + 1}"
     try:
+        await _check_start_up_teacher_page(service.log_text(), api)
         first = _demo(env, tmp_path, api, sandbox)
         assert all(score in first for score in EXPECTED_SCORES), first
         await _check_printed_links(first, api)
         await service.terminate()
         service = await service.restarted()  # the sandbox forgets; var/passback.db does not
+        await _check_start_up_teacher_page(service.log_text(), api)
         second = _demo(env, tmp_path, api, sandbox)
         assert all(score in second for score in EXPECTED_SCORES), second
         await _check_printed_links(second, api)

@@ -19,7 +19,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -152,8 +152,10 @@ async def test_dynamic_registration_installs_the_tool_and_grades_flow_through_it
     page = await open_in_platform(await start_registration(sandbox, link))
 
     assert page.status_code == 200, page.text
+    assert "<script>closeRegistration();</script>" in page.text
     assert CLOSE_MESSAGE in page.text
     assert "Formative is registered" in page.text
+    assert "did not grant" not in page.text
     [platform] = [p for p in await installation.platforms() if p["label"] == "Sandbox district"]
     registered = await sandbox.admin.call("GET", f"/registrations/{platform['client_id']}")
     assert platform["issuer"] == sandbox.issuer
@@ -362,7 +364,7 @@ async def test_invite_needs_the_public_base_url(installation: Installation) -> N
     assert process.returncode == 2
     assert out == b""
     assert err.decode().strip().splitlines() == [
-        "error: set PASSBACK_PUBLIC_BASE_URL (where platforms reach this service)"
+        "passback: set PASSBACK_PUBLIC_BASE_URL (where platforms reach this service)"
     ]
 
 
@@ -394,3 +396,71 @@ async def test_canvas_json_describes_the_tool_for_a_manual_install(
     # The JWKS it names is the one the service publishes.
     jwks = await installation.api.get("/.well-known/jwks.json")
     assert jwks.status_code == 200 and jwks.json()["keys"]
+
+
+async def test_scopes_the_platform_did_not_grant_are_named_on_the_page(
+    installation: Installation, sandbox: RunningSandbox
+) -> None:
+    link = await installation.invite()
+
+    page = await open_in_platform(
+        await start_registration(sandbox, link, scopes_granted=[SCOPE_LINEITEM, SCOPE_SCORE])
+    )
+
+    assert page.status_code == 200, page.text
+    assert "did not grant" in page.text
+    assert SCOPE_RESULT_READONLY in page.text
+    # The page stays open for the admin to read (no automatic close).
+    assert "<script>closeRegistration();</script>" not in page.text
+
+
+async def test_invite_refuses_a_lifetime_beyond_thirty_days_in_one_line(
+    installation: Installation,
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(PASSBACK),
+        "platforms",
+        "invite",
+        "--ttl",
+        "31d",
+        env=installation.service.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+
+    assert process.returncode == 2
+    assert out == b""
+    [line] = err.decode().strip().splitlines()
+    assert line.startswith("passback: the invite's lifetime must be")
+
+
+def registration_url(link: str, configuration_url: str) -> str:
+    """The invite link as a platform would open it, with a configuration URL of our choosing."""
+    query = urlencode({"openid_configuration": configuration_url, "registration_token": "t"})
+    return f"{link}&{query}"
+
+
+async def test_a_platform_that_cannot_be_reached_is_reported_and_keeps_the_invite(
+    installation: Installation, sandbox: RunningSandbox
+) -> None:
+    link = await installation.invite()
+    nobody_listens = f"http://127.0.0.1:{free_port()}/api/lti/security/openid-configuration"
+
+    page = await open_in_platform(registration_url(link, nobody_listens))
+
+    assert page.status_code == 502
+    assert error_code(page) == "platform_unreachable"
+    retried = await open_in_platform(await start_registration(sandbox, link))
+    assert retried.status_code == 200, retried.text
+
+
+async def test_a_configuration_url_on_a_private_address_is_refused_without_calling_it(
+    installation: Installation,
+) -> None:
+    link = await installation.invite()
+
+    page = await open_in_platform(registration_url(link, "https://10.0.0.7/openid-configuration"))
+
+    assert page.status_code == 502
+    assert error_code(page) == "platform_url_refused"

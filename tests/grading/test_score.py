@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from app.grading.score import (
     GradeMode,
     GradeSpec,
+    canvas_grade_of_result,
     canvas_score,
     fraction,
     percent,
@@ -119,6 +120,20 @@ def test_a_points_override_is_sent_as_typed() -> None:
     spec = GradeSpec(score=Decimal(5), max_score=Decimal(10), override_points=Decimal("17.5"))
     sent = score_to_send(spec, Decimal(20))
     assert (sent.score_given, sent.score_maximum) == (Decimal("17.5"), Decimal(20))
+
+
+def test_a_points_override_on_a_zero_point_assignment_is_zero() -> None:
+    spec = GradeSpec(score=Decimal(5), max_score=Decimal(10), override_points=Decimal(15))
+    sent = score_to_send(spec, Decimal(0))
+    assert (sent.score_given, sent.score_maximum) == (Decimal(0), Decimal(0))
+
+
+def test_a_grade_read_back_is_in_the_assignments_current_points() -> None:
+    assert canvas_grade_of_result(Decimal("19"), Decimal("20"), Decimal("20")) == Decimal("19")
+    assert canvas_grade_of_result(Decimal("47.5"), Decimal("50"), Decimal("20")) == Decimal("19")
+    assert canvas_grade_of_result(Decimal(1), Decimal(3), Decimal(1)) == Decimal("0.33")
+    assert canvas_grade_of_result(Decimal("7"), None, Decimal("20")) == Decimal("7.00")
+    assert canvas_grade_of_result(Decimal("7"), Decimal(0), Decimal(0)) == Decimal("7.00")
 
 
 def test_complete_is_everything_and_incomplete_is_nothing_but_submitted() -> None:

@@ -15,14 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.lti.ags import (
+from app.lti.ags import AgsError
+from app.lti.ags_documents import (
     CANVAS_SUBMISSION_EXTENSION,
     MEDIA_SCORE,
-    AgsError,
     Score,
     iso_millis,
     parse_link_header,
-    read_line_item,
     results_url,
     score_payload,
 )
@@ -72,7 +71,7 @@ def registration_of(world: World, **changes: object) -> Registration:
 
 
 async def test_reading_a_line_item_gives_the_canvas_points_and_label(world: World) -> None:
-    item = await read_line_item(world.context, world.platform, world.line_item_url)
+    item = await world.context.ags.read_line_item(world.platform, world.line_item_url)
     assert item.points == Decimal(10)
     assert item.label == "Fractions quiz"
     assert item.url == world.line_item_url
@@ -80,14 +79,14 @@ async def test_reading_a_line_item_gives_the_canvas_points_and_label(world: Worl
 
 async def test_points_with_cents_are_read_exactly(world: World) -> None:
     await world.sandbox.admin.set_assignment_points(world.assignment_id, "12.35")
-    item = await read_line_item(world.context, world.platform, world.line_item_url)
+    item = await world.context.ags.read_line_item(world.platform, world.line_item_url)
     assert item.points == Decimal("12.35")
 
 
 async def test_a_deleted_assignment_reads_as_not_linked(world: World) -> None:
     await world.sandbox.admin.delete_assignment(world.assignment_id)
     with pytest.raises(AgsError) as raised:
-        await read_line_item(world.context, world.platform, world.line_item_url)
+        await world.context.ags.read_line_item(world.platform, world.line_item_url)
     assert raised.value.code == "assignment_not_linked"
     assert raised.value.outcome.http_status == 404
 
@@ -168,6 +167,22 @@ async def test_a_students_result_is_read_with_what_canvas_stored_of_the_post(
     assert get["query"] == f"user_id={student}"
     missing = await world.context.ags.read_result(world.platform, world.line_item_url, other)
     assert missing.result is None
+
+
+async def test_every_students_result_is_read_following_the_pages(world: World) -> None:
+    ags = world.context.ags
+    for index, student in enumerate(world.students[:3]):
+        await ags.post_score(
+            world.platform, world.line_item_url, a_score(student, score_given=Decimal(index))
+        )
+
+    results = await ags.read_results(world.platform, f"{world.line_item_url}?limit=2")
+
+    assert [(result.user_id, result.score) for result in results] == [
+        (student, Decimal(index)) for index, student in enumerate(world.students[:3])
+    ]
+    pages = await world.sandbox.admin.requests(path_contains="/results", method="GET")
+    assert len(pages) == 2, "one paged read: two pages of two"
 
 
 async def test_one_token_serves_line_items_results_and_scores(world: World) -> None:

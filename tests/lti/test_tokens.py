@@ -10,7 +10,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from app.lti.ags import AgsError, read_line_item
+from app.lti.ags import AgsError
 from app.lti.assertion import client_assertion
 from app.lti.tokens import DELIVERY_SCOPES, SCOPE_LINEITEM_READONLY, TokenError
 from app.sandbox import tokens as sandbox_tokens
@@ -50,7 +50,7 @@ async def test_a_token_the_platform_rejects_is_replaced_once_for_everyone(world:
     # Canvas stops accepting tokens it issued (its signing secret changed).
     world.sandbox.state.access_token_secret = secrets.token_bytes(32)
     items = await asyncio.gather(
-        *(read_line_item(world.context, world.platform, world.line_item_url) for _ in range(50))
+        *(world.context.ags.read_line_item(world.platform, world.line_item_url) for _ in range(50))
     )
     assert {item.points for item in items} == {10}
     assert await world.sandbox.admin.token_grants(world.client_id) == 2
@@ -70,7 +70,7 @@ async def test_a_token_rejected_twice_fails_as_rejected_access(
     # The sandbox Canvas now hands out tokens its own AGS endpoints refuse.
     monkeypatch.setattr(sandbox_tokens, "issue_access_token", issue_unusable)
     with pytest.raises(AgsError) as raised:
-        await read_line_item(world.context, world.platform, world.line_item_url)
+        await world.context.ags.read_line_item(world.platform, world.line_item_url)
     assert raised.value.code == "access_token_rejected"
     assert raised.value.outcome.message == "Access token invalid - signature likely incorrect"
     assert await world.sandbox.admin.token_grants(world.client_id) == 2

@@ -88,22 +88,30 @@ async def test_a_database_without_keys_or_key_files_gets_one_key_for_everyone(
         await session.commit()
     kek = key_encryption_key(context.settings)
     made = iter(spare_tool_keys)
-    first = await load_keys(
-        context.sessions,
-        kek,
-        keys_dir=tmp_path / "none",
-        now=context.clock(),
-        make_key=made.__next__,
-    )
-    again = await load_keys(
-        context.sessions,
-        kek,
-        keys_dir=tmp_path / "none",
-        now=context.clock(),
-        make_key=made.__next__,
-    )
-    assert [key.kid for key in first] == [spare_tool_keys[0].kid]
-    assert [key.kid for key in again] == [spare_tool_keys[0].kid]
+    for _ in range(2):  # the first call writes the key, the second finds it
+        keys = await load_keys(
+            context.sessions,
+            kek,
+            keys_dir=tmp_path / "none",
+            now=context.clock(),
+            make_key=made.__next__,
+        )
+        assert [key.kid for key in keys] == [spare_tool_keys[0].kid]
+
+
+async def test_an_unreadable_key_file_to_import_stops_with_one_line_naming_it(
+    context: AppContext, tmp_path: Path
+) -> None:
+    async with context.sessions() as session:
+        await session.execute(ToolKeyRecord.__table__.delete())
+        await session.commit()
+    folder = tmp_path / "old-keys"
+    folder.mkdir()
+    (folder / "tool-20240101T000000000000.pem").write_text("not a key\n")
+    with pytest.raises(ToolKeysError) as refused:
+        await another_instance(context.settings, tmp_path / "other", tool_key_dir=folder)
+    assert "tool-20240101T000000000000.pem" in str(refused.value)
+    assert "\n" not in str(refused.value)
 
 
 async def test_rotation_makes_a_new_current_key_and_keeps_only_the_previous_one_published(

@@ -242,6 +242,22 @@ async def test_score_with_an_equal_timestamp_is_accepted_again(
     assert cell(sandbox, world)["score"] == "8"
 
 
+async def test_a_moodle_like_platform_keeps_whole_seconds_and_refuses_an_equal_second(
+    sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
+) -> None:
+    await sandbox.admin.set_flags(whole_second_timestamps=True)
+    first = score(student(world), 7, 10, timestamp="2026-11-20T14:05:00.100Z")
+    same_second = score(student(world), 10, 10, timestamp="2026-11-20T14:05:00.900Z")
+    next_second = score(student(world), 10, 10, timestamp="2026-11-20T14:05:01.000Z")
+
+    assert (await post_score(http, sandbox, world, token, first)).status_code == 200
+    refused = await post_score(http, sandbox, world, token, same_second)
+    assert refused.status_code == 409
+    assert cell(sandbox, world)["score"] == "7"
+    assert (await post_score(http, sandbox, world, token, next_second)).status_code == 200
+    assert cell(sandbox, world)["score"] == "10"
+
+
 async def test_score_with_a_future_timestamp_is_accepted(
     sandbox: RunningSandbox, world: Scenario, token: str, http: httpx.AsyncClient
 ) -> None:

@@ -5,10 +5,12 @@ no URL named in a token is ever fetched."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from sqlalchemy import func, select
 from app.context import AppContext
 from app.sandbox.jose import generate_rsa_key, rsa_public_jwk, sign_hs256, sign_rs256
 from app.store.models import Launch
+from app.store.retention import prune
 from tests.reliability.remote import EVENTS, RemoteClass, seed_class
 from tests.security.attacker import (
     RecordingServer,
@@ -176,6 +179,15 @@ CLAIM_FORGERIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "no exp": _without("exp"),
     "exp as text": _with(exp=str(NOW + 600)),
     "expired a day ago": _with(iat=NOW - 86_500, exp=NOW - 86_400),
+    "no nonce": _without("nonce"),
+    "exp NaN": _with(exp=float("nan")),
+    "exp infinite": _with(exp=float("inf")),
+    "exp 1e308": _with(exp=1e308),
+    "exp beyond year 9999": _with(exp=253_402_300_800),
+    "exp negative": _with(exp=-1, iat=-100),
+    "iat NaN": _with(iat=float("nan")),
+    "iat -infinity": _with(iat=float("-inf")),
+    "iat 1e308 in the past": _with(iat=-1e308),
     "not valid before tomorrow": _with(nbf=NOW + 86_400),
     "no sub": _without("sub"),
     "no deployment": _without(DEPLOYMENT),
@@ -266,3 +278,61 @@ async def test_a_launch_whose_ags_url_no_client_could_call_is_refused(
     assert response.headers["content-type"].startswith(PROBLEM)
     assert response.json()["code"] == "invalid_id_token"
     assert await launches_kept(context) == 0
+
+
+async def test_one_id_token_binds_one_student(
+    client: httpx.AsyncClient, context: AppContext, sandbox: RunningSandbox, tool_keys_dir: Path
+) -> None:
+    """The same token posted for another Formative student is refused (409, a code); posted
+    again for the same student it is recorded again, idempotently."""
+    room = await seed_class(client, sandbox, tool_keys_dir, students=2)
+    first, second = room.learners
+    body = room.launch_body(first)
+
+    recorded = await client.post("/v1/launches", json=body, headers=EVENTS)
+    again = await client.post("/v1/launches", json=body, headers=EVENTS)
+    borrowed = await client.post(
+        "/v1/launches", json={**body, "student_id": second.student_id}, headers=EVENTS
+    )
+
+    assert (recorded.status_code, again.status_code) == (201, 201), again.text
+    assert again.json()["id"] == recorded.json()["id"]
+    assert borrowed.status_code == 409, borrowed.text
+    assert borrowed.headers["content-type"].startswith(PROBLEM)
+    assert borrowed.json()["code"] == "id_token_reused"
+    assert await launches_kept(context) == 1
+    # The second student's own launch (another token) is recorded as usual.
+    own = await client.post("/v1/launches", json=room.launch_body(second), headers=EVENTS)
+    assert own.status_code == 201, own.text
+
+
+async def test_concurrent_posts_of_one_id_token_for_two_students_bind_one(
+    client: httpx.AsyncClient, context: AppContext, sandbox: RunningSandbox, tool_keys_dir: Path
+) -> None:
+    room = await seed_class(client, sandbox, tool_keys_dir, students=2)
+    body = room.launch_body(room.learners[0])
+    bodies = [body, {**body, "student_id": room.learners[1].student_id}] * 3
+
+    answers = await asyncio.gather(
+        *(client.post("/v1/launches", json=one, headers=EVENTS) for one in bodies)
+    )
+
+    winners = {
+        one["student_id"] for one, a in zip(bodies, answers, strict=True) if a.status_code == 201
+    }
+    assert len(winners) == 1
+    assert sorted({a.status_code for a in answers}) == [201, 409]
+    assert await launches_kept(context) == 1
+
+
+async def test_expired_id_tokens_are_forgotten_by_retention(
+    client: httpx.AsyncClient, context: AppContext, room: RemoteClass
+) -> None:
+    token = platform_signed(room, genuine_claims(room, room.learners[0]))
+    recorded = await post_launch(client, room, token)
+    assert recorded.status_code == 201, recorded.text
+
+    kept = await prune(context.sessions, older_than=datetime.now(UTC))
+    forgotten = await prune(context.sessions, older_than=datetime.now(UTC) + timedelta(days=1))
+
+    assert (kept.used_id_tokens, forgotten.used_id_tokens) == (0, 1)

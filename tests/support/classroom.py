@@ -97,12 +97,14 @@ class Classroom:
         license: str = "school_district",
         automatic: bool = False,
         with_submission: bool = True,
+        at: datetime | None = None,
     ) -> dict[str, Any]:
         """Formative reports the student's work: started, submitted, or updated (with the
         submission's time and author unless `with_submission` is False). `automatic`: the
-        formative is auto-graded with automatic passback on."""
+        formative is auto-graded with automatic passback on. `at`: when it happened (now)."""
         student = self.student(student_id)
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = at or datetime.now(UTC)
+        now = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if event_type == "submitted":
             self.submitted_at[student_id] = now
         event: dict[str, Any] = {
@@ -154,18 +156,21 @@ class Classroom:
 async def make_classroom(
     api: httpx.AsyncClient,
     sandbox: RunningSandbox,
-    keyring: ToolKeyring,
+    keyring: ToolKeyring | None,
     *,
+    tool_jwks_url: str | None = None,
     points: Decimal | int | str = 10,
     student_names: tuple[str, ...] = ("Ada Lovelace", "Grace Hopper", "Alan Turing"),
     formative_id: str = "fm-42",
     class_id: str = "c-3",
     teacher_ids: tuple[str, ...] = ("t-1", "t-2"),
 ) -> Classroom:
-    """A Canvas course with the tool (whose key is `keyring`'s) and an assignment worth
-    `points`, registered with the service. Nobody has launched or worked yet."""
+    """A Canvas course with the tool (whose keys are `keyring`'s, or fetched from
+    `tool_jwks_url` on every token request) and an assignment worth `points`, registered with
+    the service. Nobody has launched or worked yet."""
+    tool_keys = {"tool_jwk": keyring.jwks()} if keyring else {"tool_jwks_url": tool_jwks_url}
     world = await sandbox.admin.scenario(
-        tool_jwk=keyring.jwks(), points=str(points), students=list(student_names)
+        **tool_keys, points=str(points), students=list(student_names)
     )
     registered = await api.post(
         "/v1/platforms",

@@ -171,13 +171,15 @@ async def start_service(
     extra_args: tuple[str, ...] = (),
     ready_timeout: float = READY_TIMEOUT_SECONDS,
     cwd: Path | None = None,
+    passback: Path = PASSBACK,
 ) -> ServiceProcess:
-    """Start `passback serve` (in `cwd`, default the test's) and return once `/readyz` answers
-    200 (raises with the log's tail if it exits or is not ready in time)."""
+    """Start `passback serve` (in `cwd`, default the test's; `passback` is the command, by
+    default the repo's) and return once `/readyz` answers 200 (raises with the log's tail if it
+    exits or is not ready in time)."""
     port = port or free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_handle = log_path.open("ab")
-    command = [str(PASSBACK), "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    command = [str(passback), "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
     process = subprocess.Popen(
         command,
         env=env,

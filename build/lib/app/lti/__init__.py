@@ -1,1 +1,0 @@
-"""The LTI 1.3 protocol: keys and JWTs, launch verification, tokens, the AGS client."""

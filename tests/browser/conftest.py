@@ -1,0 +1,107 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright, and `passback serve` (uvicorn,
+with its delivery workers) as a subprocess on each database backend, beside the sandbox.
+
+Screenshots go to test-output/ (look at them: the tests check layout numbers, not looks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.support import databases
+from tests.support.processes import ServiceProcess, service_env, start_service
+from tests.support.sandbox import sandbox_fixture, sandbox_server_fixture  # noqa: F401
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+UI_TIMEOUT_MS = 20_000
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's chromium; skipped where it cannot be had, but a failure under CI."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    message = f"{CHROMIUM} is missing (scripts/test installs Debian's chromium)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+async def service(
+    chromium: Path, database_url: str, tmp_path: Path, tool_keys_dir: Path
+) -> AsyncIterator[ServiceProcess]:
+    """`passback serve` (API and delivery workers) on an emptied database and a free port."""
+    engine = create_async_engine(database_url)
+    try:
+        await databases.empty_all_tables(engine)
+    finally:
+        await engine.dispose()
+    env = service_env(database_url, var_dir=tmp_path, keys_dir=tool_keys_dir)
+    running = await start_service(env, log_path=tmp_path / "service.log")
+    try:
+        yield running
+    finally:
+        await running.terminate()
+
+
+@pytest.fixture
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+NewPage = Callable[..., Awaitable[Page]]
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> NewPage:
+    """Another page (its own context), at `width`×`height` (desktop by default)."""
+
+    async def open_page(width: int = DESKTOP["width"], height: int = DESKTOP["height"]) -> Page:
+        context = await browser.new_context(viewport={"width": width, "height": height})
+        opened = await context.new_page()
+        opened.set_default_timeout(UI_TIMEOUT_MS)
+        return opened
+
+    return open_page
+
+
+@pytest.fixture
+async def page(new_page: NewPage) -> Page:
+    return await new_page()
+
+
+@pytest.fixture
+async def api(service: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+        yield client
+
+
+async def screenshot(page: Page, name: str) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    await page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
