@@ -67,7 +67,10 @@ class Run:
     per_host: dict[str, float]
     """Scores/s of each host, from the start to its last delivery."""
     groups: int
+    regroups: int = 0
     lanes: str = ""
+    queries: str = ""
+    """Claim queries and result write batches of the engine."""
     """Each host's final limits: its own, its group's; and its smoothed round trip."""
 
     @property
@@ -143,11 +146,17 @@ async def scenario(
                 )
             if not left:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.25)  # seldom: this loop's CPU is counted as the service's
     finally:
-        seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu
         await engine.stop(grace=0)
+    async with context.sessions() as session:
+        last = await session.scalar(
+            select(func.max(PassbackJob.finished_at)).where(
+                PassbackJob.platform_id == platform.id, PassbackJob.origin.in_(healthy)
+            )
+        )
+    seconds = (last - started_at).total_seconds() if last else time.perf_counter() - started
     rates = await host_rates(context, platform, started_at)
     async with context.sessions() as session:
         counts = Counter(
@@ -180,7 +189,10 @@ async def scenario(
         cpu_seconds=cpu,
         per_host={origin: rate for origin, rate in rates.items() if origin in healthy},
         groups=len(bucket_map.groups()) if bucket_map else 0,
+        regroups=bucket_map.regroups if bucket_map else 0,
         lanes=lanes,
+        queries=f"{engine.stats.claim_queries} claim queries, {engine.stats.write_batches} "
+        "write batches",
     )
 
 
@@ -258,9 +270,9 @@ def line(run: Run) -> str:
     return (
         f"{run.name:<10} {run.delivered:>5} scores in {run.seconds:6.2f} s = {run.rate:6.1f} "
         f"scores/s; throttled {run.throttled}/{run.calls} = {100 * run.throttled_share:.2f}% "
-        f"of AGS calls; tokens {run.tokens}; bucket groups {run.groups}; CPU per score "
-        f"{run.cpu_ms_per_score:.2f} ms"
-        + (f"; limits host/group, round trip: {run.lanes}" if run.lanes else "")
+        f"of AGS calls; tokens {run.tokens}; bucket groups {run.groups} ({run.regroups} "
+        f"regroupings); CPU per score {run.cpu_ms_per_score:.2f} ms"
+        + (f"; {run.queries}; limits host/group, round trip: {run.lanes}" if run.lanes else "")
     )
 
 

@@ -318,7 +318,10 @@ class BucketGroup:
             self._open()  # the probe got through: the storm is over
         if outcome.http_status is None:
             pass
-        elif remaining is not None and self._above_capacity(remaining, now):
+        elif remaining is not None and self._busy() and self._above_capacity(remaining, now):
+            # (Only while every slot is in use: with fewer in flight the limit holds nothing
+            # back, and an answer the loop read late, after others that the platform sent
+            # later, would understate the bucket.)
             self.limit = max(policy.min_limit, self._capacity_estimate() - policy.margin)
         elif remaining is not None and remaining < policy.ample_remaining:
             self.slow_start = False
@@ -395,7 +398,6 @@ class HostLane:
         self.latency = 0.1
         """Smoothed seconds per request: the window between two decreases."""
         self.group = BucketGroup(policy, bucket_map.shared)
-        self.group_changed = time.monotonic()
         self._map = bucket_map
         self._slots = Slots(self.slots)
         self._last_decrease = -math.inf
@@ -463,8 +465,9 @@ class HostLane:
             and self.requests >= self.slots
         ):
             # Answered, and the host's limit held work back: one more (it only stands in
-            # the way after the host struggled; the group's limit paces the bucket).
-            self.limit = min(self.policy.max_limit, self.limit + 1.0)
+            # the way after the host struggled; the group's limit paces the bucket, and a
+            # host never needs more than its group allows).
+            self.limit = min(self.policy.max_limit, self.limit + 1.0, self.group.limit + 1.0)
             self._slots.resize(self.slots)
         remaining = 0.0 if outcome.throttled else outcome.rate_limit_remaining
         if remaining is not None:
@@ -521,6 +524,8 @@ class BucketMap:
         self._links: set[frozenset[str]] = set()
         self._mark = -math.inf
         """The highest remaining seen: the bucket's mark as the platform reports it."""
+        self.regroups = 0
+        """How often the groups changed (figures)."""
 
     def host(self, origin: str) -> HostLane:
         lane = self.hosts.get(origin)
@@ -620,8 +625,8 @@ class BucketMap:
         components: dict[str, list[HostLane]] = {}
         for origin, lane in self.hosts.items():
             components.setdefault(root(origin), []).append(lane)
+        self.regroups += 1
         sizes = Counter(id(lane.group) for lane in self.hosts.values())
-        now = time.monotonic()
         for members in components.values():
             current = members[0].group
             if all(lane.group is current for lane in members) and sizes[id(current)] == len(
@@ -632,5 +637,4 @@ class BucketMap:
             group.inherit({id(lane.group): lane.group for lane in members}.values())
             for lane in members:
                 lane.group = group
-                lane.group_changed = now
                 group.jobs += lane.jobs
