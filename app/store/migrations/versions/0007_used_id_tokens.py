@@ -1,7 +1,7 @@
 """used id_tokens: one launch id_token binds one Formative student
 
-Revision ID: 0003
-Revises: 0007
+Revision ID: 0007
+Revises: 0006
 """
 
 from collections.abc import Sequence
@@ -11,8 +11,8 @@ from alembic import op
 
 import app.store.types
 
-revision: str = "0003"
-down_revision: str | None = "0007"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,6 +1,6 @@
 """indexes for pruning finished jobs, old events and old batches (retention)
 
-Revision ID: 0008
+Revision ID: 0005
 Revises: 0004
 """
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0008"
+revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
