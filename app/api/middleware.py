@@ -105,7 +105,7 @@ class RequestContextMiddleware:
         endpoint: Endpoint | None = None
         try:
             if declared_length is not None and declared_length > self.max_body_bytes:
-                await self._too_large(scope, receive, send, header)
+                await self._too_large(scope, receive, self._tagged(send, header, answered))
                 return
             if scope["method"] in BODY_METHODS:
                 # The whole body is read here, before the app, within `body_timeout`: a
@@ -116,7 +116,7 @@ class RequestContextMiddleware:
                 except asyncio.CancelledError:
                     if not self._deadlines.cut_off(task):
                         raise
-                    await self._timed_out(scope, receive, send, header)
+                    await self._timed_out(scope, receive, self._tagged(send, header, answered))
                     return
                 finally:
                     self._deadlines.end(task)
@@ -127,7 +127,7 @@ class RequestContextMiddleware:
                     )
                     return
                 if body is None:
-                    await self._too_large(scope, receive, send, header)
+                    await self._too_large(scope, receive, self._tagged(send, header, answered))
                     return
                 receive = _replay(body, receive)  # (read in full and capped already)
             else:
@@ -141,7 +141,7 @@ class RequestContextMiddleware:
             if metrics is not None:
                 metrics.http_answered(
                     scope["method"],
-                    _route_template(scope, endpoint is not None),
+                    _route_template(scope, (scope["method"], scope["path"]) in self.direct_routes),
                     answered[0] if answered else 0,
                     seconds,
                 )
@@ -230,9 +230,7 @@ class RequestContextMiddleware:
 
         return tagged_send
 
-    async def _timed_out(
-        self, scope: Scope, receive: Receive, send: Send, header: tuple[bytes, bytes]
-    ) -> None:
+    async def _timed_out(self, scope: Scope, receive: Receive, send: Send) -> None:
         log.info("request body not received in time", extra={"path": scope["path"]})
         response = problem_response(
             408,
@@ -240,18 +238,14 @@ class RequestContextMiddleware:
             f"the request body did not arrive within {self.body_timeout:g} s",
             headers={"Connection": "close"},  # uvicorn closes the connection after this
         )
-        response.raw_headers.append(header)
         await response(scope, receive, send)
 
-    async def _too_large(
-        self, scope: Scope, receive: Receive, send: Send, header: tuple[bytes, bytes]
-    ) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(
             413,
             "payload_too_large",
             f"the request body exceeds {self.max_body_bytes} bytes",
         )
-        response.raw_headers.append(header)
         await response(scope, receive, send)
 
 

@@ -8,6 +8,7 @@ from importlib.metadata import version
 import httpx
 
 from app.api.openapi import SUBMISSION_EVENT_EXAMPLE
+from app.config import Settings
 from tests.support.auth import ADMIN_KEY, EVENTS_KEY, bearer
 
 
@@ -55,4 +56,19 @@ async def test_http_requests_are_counted_by_route_template_and_status(
     assert (
         'passback_http_request_duration_seconds_count{method="POST",'
         'route="/v1/submission-events"} 1.0'
+    ) in text
+
+
+async def test_a_body_refused_before_the_app_is_counted_with_its_status(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    too_large = b"x" * (settings.max_body_bytes + 1)
+    answer = await client.post(
+        "/v1/submission-events", content=too_large, headers=bearer(EVENTS_KEY)
+    )
+    assert answer.status_code == 413
+    assert answer.headers["x-request-id"]
+    text = await _metrics(client)
+    assert (
+        'passback_http_requests_total{method="POST",route="/v1/submission-events",status="413"} 1.0'
     ) in text
