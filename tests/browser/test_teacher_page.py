@@ -9,39 +9,72 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from playwright.async_api import Locator, Page, Request, expect
 
 from app.lti.keys import ToolKeyring
 from tests.browser.conftest import PHONE, NewPage, screenshot
 from tests.support.auth import EVENTS_KEY, bearer, teacher_headers, teacher_token
-from tests.support.classroom import Classroom, make_classroom
+from tests.support.classroom import Classroom, Student, make_classroom
 from tests.support.processes import ServiceProcess
 from tests.support.sandbox import RunningSandbox
 
 SEND = "Send to Canvas"
 
 
-async def classroom_of(
-    api: httpx.AsyncClient,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
-    *names: str,
-    points: int | str,
-) -> Classroom:
-    keyring = ToolKeyring.load(tool_keys_dir)
-    return await make_classroom(
-        api,
-        sandbox,
-        keyring,
-        points=points,
-        student_names=names,
-        formative_id=f"fm-{uuid.uuid4().hex[:8]}",
-    )
+NewClassroom = Callable[..., Awaitable[Classroom]]
+
+
+@pytest.fixture
+def new_classroom(
+    api: httpx.AsyncClient, sandbox: RunningSandbox, tool_keys_dir: Path
+) -> NewClassroom:
+    """A classroom of students with these names in a fresh formative, worth `points` in Canvas."""
+
+    async def make(*names: str, points: int | str) -> Classroom:
+        return await make_classroom(
+            api,
+            sandbox,
+            ToolKeyring.load(tool_keys_dir),
+            points=points,
+            student_names=names,
+            formative_id=f"fm-{uuid.uuid4().hex[:8]}",
+        )
+
+    return make
+
+
+async def launch_everyone(classroom: Classroom) -> None:
+    """Every student opens the formative from Canvas."""
+    for student in classroom.students:
+        await classroom.launch(student.student_id)
+
+
+async def open_and_score(
+    classroom: Classroom, students: Iterable[Student], scores: Iterable[str]
+) -> None:
+    """Each of `students` opens the formative from Canvas and submits the matching score."""
+    for student, score in zip(students, scores, strict=True):
+        await classroom.launch(student.student_id)
+        await classroom.work(student.student_id, score)
+
+
+async def everyone_scores(classroom: Classroom, score: str) -> None:
+    """Every student opens the formative from Canvas and submits `score`."""
+    await open_and_score(classroom, classroom.students, [score] * len(classroom.students))
+
+
+def recorded_requests(page: Page) -> list[Request]:
+    """The requests the page makes from now on (the list fills as they are made)."""
+    requested: list[Request] = []
+    page.on("request", lambda request: requested.append(request))
+    return requested
 
 
 async def describe_formative(
@@ -132,21 +165,16 @@ def sends(requests: list[Request]) -> list[dict[str, Any]]:
 
 async def test_a_teacher_deselects_overrides_confirms_and_watches_grades_land(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Edsger Dijkstra")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    classroom = await new_classroom(*names, points=20)
     ada, grace, alan, edsger = classroom.students
-    for student, score in zip((ada, grace, alan), ("7", "8.5", "10"), strict=True):
-        await classroom.launch(student.student_id)
-        await classroom.work(student.student_id, score)
+    await open_and_score(classroom, (ada, grace, alan), ("7", "8.5", "10"))
     await classroom.work(edsger.student_id, "9")  # on Formative's website, not from Canvas
     token = teacher_token("t-1")
-    requested: list[Request] = []
-    page.on("request", lambda request: requested.append(request))
+    requested = recorded_requests(page)
 
     await page.goto(passback_page(service, classroom, token))
     await expect(page.get_by_label(f"Send {ada.name}")).to_be_checked()
@@ -188,16 +216,14 @@ async def test_a_teacher_deselects_overrides_confirms_and_watches_grades_land(
 
 async def test_complete_incomplete_with_a_flip_a_comment_and_a_zero_point_warning(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
     sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=10)
+    classroom = await new_classroom(*names, points=10)
     ada, grace, alan = classroom.students
-    for student in classroom.students:
-        await classroom.launch(student.student_id)
+    await launch_everyone(classroom)
     await classroom.work(ada.student_id, "4")
     await classroom.work(grace.student_id, "9")
     await classroom.work(alan.student_id, "2", event_type="started")
@@ -236,15 +262,12 @@ async def test_will_send_follows_overrides_and_ticks_and_is_what_lands_in_canvas
     service: ServiceProcess,
     api: httpx.AsyncClient,
     page: Page,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Edsger Dijkstra")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points="20.5")
+    classroom = await new_classroom(*names, points="20.5")
     ada, grace, alan, edsger = classroom.students
-    for student, score in zip((ada, grace, alan), ("8.5", "7", "10"), strict=True):
-        await classroom.launch(student.student_id)
-        await classroom.work(student.student_id, score)
+    await open_and_score(classroom, (ada, grace, alan), ("8.5", "7", "10"))
     await classroom.launch(edsger.student_id)
     await classroom.work(edsger.student_id, "3", event_type="started")
 
@@ -300,17 +323,14 @@ async def test_will_send_follows_overrides_and_ticks_and_is_what_lands_in_canvas
 
 async def test_in_canvas_now_sits_beside_will_send_and_a_grade_changed_by_hand_is_marked(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
     sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    classroom = await new_classroom(*names, points=20)
     ada, grace, alan = classroom.students
-    for student, score in zip(classroom.students, ("8", "9.5", "6"), strict=True):
-        await classroom.launch(student.student_id)
-        await classroom.work(student.student_id, score)
+    await open_and_score(classroom, classroom.students, ("8", "9.5", "6"))
     await open_page(page, service, classroom)
     await send_confirmed(page, 3)
     await expect(page.locator("#status")).to_contain_text("Done: 3 sent")
@@ -344,17 +364,13 @@ async def test_in_canvas_now_sits_beside_will_send_and_a_grade_changed_by_hand_i
 
 async def test_enter_in_an_override_box_sends_nothing(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, "Ada Lovelace", points=20)
+    classroom = await new_classroom("Ada Lovelace", points=20)
     (ada,) = classroom.students
-    await classroom.launch(ada.student_id)
-    await classroom.work(ada.student_id, "8")
-    requested: list[Request] = []
-    page.on("request", lambda request: requested.append(request))
+    await everyone_scores(classroom, "8")
+    requested = recorded_requests(page)
     await open_page(page, service, classroom)
 
     override = page.get_by_label(f"Override for {ada.name}")
@@ -372,15 +388,12 @@ async def test_enter_in_an_override_box_sends_nothing(
 
 async def test_an_override_the_service_would_refuse_is_marked_and_blocks_sending(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, "Ada Lovelace", points=20)
+    classroom = await new_classroom("Ada Lovelace", points=20)
     (ada,) = classroom.students
-    await classroom.launch(ada.student_id)
-    await classroom.work(ada.student_id, "8")
+    await everyone_scores(classroom, "8")
     await open_page(page, service, classroom)
 
     override = page.get_by_label(f"Override for {ada.name}")
@@ -401,20 +414,18 @@ async def test_the_confirmation_says_what_goes_where_and_warns_before_anything_i
     api: httpx.AsyncClient,
     page: Page,
     sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    classroom = await new_classroom(*names, points=20)
     await describe_formative(api, classroom, "Period 1")
     course = sandbox.state.course(classroom.course_id).name
     ada, grace, alan = classroom.students
-    for student in classroom.students:
-        await classroom.launch(student.student_id)
+    await launch_everyone(classroom)
     await classroom.work(ada.student_id, "8")
     await classroom.work(grace.student_id, "9")
     await classroom.work(alan.student_id, "2", event_type="started")
-    requested: list[Request] = []
-    page.on("request", lambda request: requested.append(request))
+    requested = recorded_requests(page)
     await open_page(page, service, classroom)
 
     await expect(page.locator('[data-role="assignment"]')).to_have_text(
@@ -450,17 +461,13 @@ async def test_the_confirmation_says_what_goes_where_and_warns_before_anything_i
 
 async def test_a_points_override_on_a_zero_point_assignment_is_warned(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=0)
+    classroom = await new_classroom(*names, points=0)
     ada, grace = classroom.students
-    for student in classroom.students:
-        await classroom.launch(student.student_id)
-        await classroom.work(student.student_id, "8")
+    await everyone_scores(classroom, "8")
     await open_page(page, service, classroom)
     await expect(will_send_of(page, ada.student_id)).to_contain_text("0 / 0")
 
@@ -486,14 +493,12 @@ async def test_default_selection_is_the_rows_whose_canvas_grade_would_change(
     service: ServiceProcess,
     api: httpx.AsyncClient,
     page: Page,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Edsger Dijkstra")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    classroom = await new_classroom(*names, points=20)
     ada, grace, alan, edsger = classroom.students
-    for student in classroom.students:
-        await classroom.launch(student.student_id)
+    await launch_everyone(classroom)
     await classroom.work(ada.student_id, "8")
     await classroom.work(grace.student_id, "9")
     await classroom.work(alan.student_id, "2", event_type="started")
@@ -502,8 +507,7 @@ async def test_default_selection_is_the_rows_whose_canvas_grade_would_change(
     await send_confirmed(page, 1)  # Ada's grade is in Canvas now
     await expect(page.locator("#status")).to_contain_text("Done: 1 sent")
     await classroom.work(edsger.student_id, "10")
-    requested: list[Request] = []
-    page.on("request", lambda request: requested.append(request))
+    requested = recorded_requests(page)
     await page.reload()
 
     # Ada: already in Canvas, unchanged. Alan: has not submitted. Grace, Edsger: would change.
@@ -538,16 +542,13 @@ async def test_default_selection_is_the_rows_whose_canvas_grade_would_change(
 
 async def test_a_slow_canvas_shows_progress_and_a_mode_switch_marks_the_table_stale(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
     sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
-    for student in classroom.students:
-        await classroom.launch(student.student_id)
-        await classroom.work(student.student_id, "8")
+    classroom = await new_classroom(*names, points=20)
+    await everyone_scores(classroom, "8")
     await sandbox.admin.add_fault("latency", path="/line_items", method="GET", delay_ms=3000)
 
     await page.goto(passback_page(service, classroom, teacher_token("t-1")))
@@ -585,11 +586,10 @@ async def test_before_anyone_opens_it_the_page_says_what_must_happen_and_who_has
     service: ServiceProcess,
     api: httpx.AsyncClient,
     page: Page,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    classroom = await new_classroom(*names, points=20)
     await describe_formative(api, classroom, "Period 1 Algebra")
 
     await open_page(page, service, classroom)
@@ -610,16 +610,13 @@ async def test_before_anyone_opens_it_the_page_says_what_must_happen_and_who_has
 
 async def test_a_class_canvas_refuses_is_explained_once_and_cannot_be_selected(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
     sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
-    for student in classroom.students:
-        await classroom.launch(student.student_id)
-        await classroom.work(student.student_id, "8")
+    classroom = await new_classroom(*names, points=20)
+    await everyone_scores(classroom, "8")
     await sandbox.admin.set_course_state(classroom.course_id, "concluded")
 
     await open_page(page, service, classroom)
@@ -642,9 +639,10 @@ async def test_the_confirmation_names_a_class_canvas_refuses_and_the_others_are_
     page: Page,
     sandbox: RunningSandbox,
     tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper")
-    open_class = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    open_class = await new_classroom(*names, points=20)
     closed_class = await make_classroom(
         api,
         sandbox,
@@ -689,15 +687,13 @@ async def test_an_assignment_without_a_readable_name_is_the_canvas_assignment_in
     api: httpx.AsyncClient,
     page: Page,
     sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    classroom = await new_classroom(*names, points=20)
     await describe_formative(api, classroom, "Period 1")
     course = sandbox.state.course(classroom.course_id).name
-    for student in classroom.students:
-        await classroom.launch(student.student_id)
-        await classroom.work(student.student_id, "8")
+    await everyone_scores(classroom, "8")
     with sandbox.state.lock:  # a platform whose line item has a blank label
         sandbox.state.line_items[str(classroom.world["line_item_id"])].label = " "
     await open_page(page, service, classroom)
@@ -713,16 +709,13 @@ async def test_an_assignment_without_a_readable_name_is_the_canvas_assignment_in
 
 async def test_failures_after_a_send_are_told_once_per_cause(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
     sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Alan Turing")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
-    for student in classroom.students:
-        await classroom.launch(student.student_id)
-        await classroom.work(student.student_id, "8")
+    classroom = await new_classroom(*names, points=20)
+    await everyone_scores(classroom, "8")
     await open_page(page, service, classroom)
     await sandbox.admin.set_course_state(classroom.course_id, "concluded")  # after the preview
 
@@ -745,11 +738,10 @@ async def test_class_and_student_names_show_and_ids_only_when_nothing_else_is_kn
     service: ServiceProcess,
     api: httpx.AsyncClient,
     page: Page,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
+    classroom = await new_classroom(*names, points=20)
     ada, grace = classroom.students
     await describe_formative(api, classroom, "Period 1 Algebra", **{grace.student_id: ""})
     await classroom.launch(ada.student_id)
@@ -767,16 +759,12 @@ async def test_class_and_student_names_show_and_ids_only_when_nothing_else_is_kn
 
 async def test_on_a_phone_rows_are_cards_and_the_scores_need_no_horizontal_scrolling(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     new_page: NewPage,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
     names = ("Ada Lovelace", "Grace Hopper", "Maximilian Alexander Featherstonehaugh")
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, *names, points=20)
-    for student in classroom.students:
-        await classroom.launch(student.student_id)
-        await classroom.work(student.student_id, "8")
+    classroom = await new_classroom(*names, points=20)
+    await everyone_scores(classroom, "8")
     page = await new_page(**PHONE)
     await open_page(page, service, classroom)
 
@@ -833,15 +821,12 @@ CONTRAST = """
 
 async def test_control_borders_contrast_three_to_one_and_help_text_follows_the_mode(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     page: Page,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, "Ada Lovelace", points=20)
+    classroom = await new_classroom("Ada Lovelace", points=20)
     (ada,) = classroom.students
-    await classroom.launch(ada.student_id)
-    await classroom.work(ada.student_id, "8")
+    await everyone_scores(classroom, "8")
     await open_page(page, service, classroom)
 
     controls = await page.evaluate(CONTRAST, 'input[type="text"], select, textarea')
@@ -861,14 +846,11 @@ async def test_control_borders_contrast_three_to_one_and_help_text_follows_the_m
 
 async def test_a_token_with_a_bad_signature_is_not_valid_and_an_old_one_has_expired(
     service: ServiceProcess,
-    api: httpx.AsyncClient,
     new_page: NewPage,
-    sandbox: RunningSandbox,
-    tool_keys_dir: Path,
+    new_classroom: NewClassroom,
 ) -> None:
-    classroom = await classroom_of(api, sandbox, tool_keys_dir, "Ada Lovelace", points=20)
-    await classroom.launch(classroom.students[0].student_id)
-    await classroom.work(classroom.students[0].student_id, "8")
+    classroom = await new_classroom("Ada Lovelace", points=20)
+    await everyone_scores(classroom, "8")
     base = f"{service.base_url}/teach/formatives/{classroom.formative_id}/passback#token="
     forged = teacher_token("t-1", secret="not-the-secret-0123456789-abcdef-xyz")
     expired = teacher_token("t-1", expires_in=-3600)
