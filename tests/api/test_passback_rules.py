@@ -26,15 +26,13 @@ from tests.api.test_manual_passback import (
     whole_class,
 )
 from tests.support import databases
-from tests.support.classroom import Classroom, deliver_all, make_classroom
+from tests.support.classroom import (
+    Classroom,
+    deliver_all,
+    make_classroom,
+    twenty_point_classroom_fixture,  # noqa: F401
+)
 from tests.support.sandbox import RunningSandbox, TestClock, sandbox_fixture, sandbox_server_fixture  # noqa: F401
-
-
-@pytest.fixture
-async def classroom(
-    client: httpx.AsyncClient, sandbox: RunningSandbox, context: AppContext
-) -> Classroom:
-    return await make_classroom(client, sandbox, context.keyring, points=20)
 
 
 async def jobs_of(context: AppContext, student_id: str) -> list[PassbackJob]:

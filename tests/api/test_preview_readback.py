@@ -7,9 +7,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import httpx
-import pytest
-
 from app.context import AppContext
 from app.lti.tokens import SCOPE_LINEITEM_READONLY, SCOPE_SCORE
 from tests.api.test_manual_passback import (
@@ -20,15 +17,12 @@ from tests.api.test_manual_passback import (
     send,
     whole_class,
 )
-from tests.support.classroom import Classroom, deliver_all, make_classroom
-from tests.support.sandbox import RunningSandbox, sandbox_fixture, sandbox_server_fixture  # noqa: F401
-
-
-@pytest.fixture
-async def classroom(
-    client: httpx.AsyncClient, sandbox: RunningSandbox, context: AppContext
-) -> Classroom:
-    return await make_classroom(client, sandbox, context.keyring, points=20)
+from tests.support.classroom import (
+    Classroom,
+    deliver_all,
+    twenty_point_classroom_fixture,  # noqa: F401
+)
+from tests.support.sandbox import sandbox_fixture, sandbox_server_fixture  # noqa: F401
 
 
 def grade(row: dict[str, Any], name: str) -> Decimal | None:

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 
 from app.context import AppContext
 from app.delivery.engine import DeliveryEngine
@@ -205,6 +206,15 @@ async def make_classroom(
         teacher_ids=list(teacher_ids),
         students=students,
     )
+
+
+@pytest.fixture(name="classroom")
+async def twenty_point_classroom_fixture(
+    client: httpx.AsyncClient, sandbox: RunningSandbox, context: AppContext
+) -> Classroom:
+    """`classroom`: a class taking a formative from a Canvas assignment worth 20 points, on the
+    test's service (`client`, `context`) and sandbox. Import it into a test module to use it."""
+    return await make_classroom(client, sandbox, context.keyring, points=20)
 
 
 async def deliver_all(context: AppContext) -> None:
