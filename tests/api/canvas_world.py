@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from app.api.openapi import SUBMISSION_EVENT_EXAMPLE
 from tests.support.auth import ADMIN_KEY, EVENTS_KEY, bearer
 from tests.support.sandbox import RunningSandbox
 
@@ -20,25 +21,11 @@ CLASS_ID = "c-3"
 
 
 SUBMITTED_EVENT: dict[str, Any] = {
-    "event_id": "evt-7f3a",
-    "type": "submitted",
-    "occurred_at": "2026-11-20T14:03:11.250Z",
-    "organization": {"id": "org-9", "license": "school_district"},
-    "formative": {
-        "id": "fm-42",
-        "title": "Fractions quiz",
-        "auto_passback": True,
-        "teacher_ids": ["t-1"],
-        "questions": [{"id": "q1", "points": 2, "grading": "auto"}],
-    },
-    "student": {"id": "s-1", "class_id": "c-3", "name": "Ada L."},
-    "attempt": 1,
-    "submitted_by": "student",
-    "submitted_at": "2026-11-20T14:03:10.900Z",
-    "score": 7,
-    "max_score": 10,
-    "response_url": "https://formative.example/r/abc",
+    **copy.deepcopy(SUBMISSION_EVENT_EXAMPLE),
+    "student": {**SUBMISSION_EVENT_EXAMPLE["student"], "id": "s-1"},
 }
+"""The SPEC's example event (the one the OpenAPI document shows), from the world's first
+student."""
 
 
 DROP = object()
