@@ -25,31 +25,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import func, select
 
-from app.config import Settings
 from app.context import AppContext
 from app.delivery import DeliveryEngine
 from app.lti.ags import MEDIA_SCORE, Score, score_payload
-from app.lti.keys import write_new_key
 from app.lti.tokens import DELIVERY_SCOPES
-from app.store.migrate import upgrade_to_head_async
 from app.store.models import JobStatus, PassbackJob, Platform, job_origin
-from bench.delivery import Sandbox, enqueue_all, seed_course, token_grants
-from tests.support import databases
+from bench.delivery import Sandbox, bench_service, enqueue_all, seed_course, token_grants
 
 CLUSTERS = ("cluster1", "cluster2", "cluster3", "cluster4")
 IN_FLIGHT_PER_CLUSTER = 11
@@ -277,28 +270,9 @@ def line(run: Run) -> str:
 
 
 async def main(arguments: argparse.Namespace) -> None:
-    database_url = os.environ.get("PASSBACK_BENCH_DATABASE_URL")
-    own_database = database_url is None
-    if database_url is None:
-        database_url = await databases.create_postgres_database()
-    await upgrade_to_head_async(database_url)
-    sandbox = Sandbox(CLUSTERS)
-    var_dir = Path(tempfile.mkdtemp(prefix="bench-clusters-"))
-    write_new_key(var_dir / "keys")
-    settings = Settings(
-        database_url=database_url,
-        var_dir=var_dir,
-        insecure_hosts=["127.0.0.1"],
-        database_pool_size=20,
-        log_json=False,
-        key_encryption_key=base64.b64encode(os.urandom(32)).decode(),
-    )
-    context = AppContext.build(settings)
-    await context.load_tool_keys()
-    try:
-        await sandbox.wait_ready()
+    async with bench_service(lambda: Sandbox(CLUSTERS), "bench-clusters-") as (sandbox, context):
         print(
-            f"PostgreSQL, one instance (worker_concurrency {settings.worker_concurrency}), "
+            f"PostgreSQL, one instance (worker_concurrency {context.settings.worker_concurrency}), "
             f"sandbox at {arguments.latency_ms} ms per AGS call, Canvas's bucket per cluster; "
             f"{arguments.students} students × {arguments.assignments} assignments per run; "
             f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
@@ -348,11 +322,6 @@ async def main(arguments: argparse.Namespace) -> None:
                 }
             )
         )
-    finally:
-        await context.close()
-        await sandbox.close()
-        if own_database:
-            await databases.drop_postgres_database(database_url)
 
 
 def parse_arguments() -> argparse.Namespace:

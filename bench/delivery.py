@@ -39,7 +39,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -112,6 +113,41 @@ class Sandbox:
         await self.admin.aclose()
         self.process.terminate()
         self.process.wait(10)
+
+
+@asynccontextmanager
+async def bench_service(
+    start_sandbox: Callable[[], Sandbox], var_prefix: str
+) -> AsyncIterator[tuple[Sandbox, AppContext]]:
+    """The service's context on a migrated PostgreSQL database (PASSBACK_BENCH_DATABASE_URL,
+    else a new one, dropped after), with a new tool key in a temporary var dir named
+    `var_prefix`..., beside the sandbox `start_sandbox` starts (ready); all closed after."""
+    database_url = os.environ.get("PASSBACK_BENCH_DATABASE_URL")
+    own_database = database_url is None
+    if database_url is None:
+        database_url = await databases.create_postgres_database()
+    await upgrade_to_head_async(database_url)
+    sandbox = start_sandbox()
+    var_dir = Path(tempfile.mkdtemp(prefix=var_prefix))
+    write_new_key(var_dir / "keys")
+    settings = Settings(
+        database_url=database_url,
+        var_dir=var_dir,
+        insecure_hosts=["127.0.0.1"],
+        database_pool_size=20,
+        log_json=False,
+        key_encryption_key=base64.b64encode(os.urandom(32)).decode(),
+    )
+    context = AppContext.build(settings)
+    await context.load_tool_keys()
+    try:
+        await sandbox.wait_ready()
+        yield sandbox, context
+    finally:
+        await context.close()
+        await sandbox.close()
+        if own_database:
+            await databases.drop_postgres_database(database_url)
 
 
 def on_host(url: str, host: str) -> str:
@@ -228,29 +264,10 @@ async def sequential_loop(
 
 
 async def main(arguments: argparse.Namespace) -> None:
-    database_url = os.environ.get("PASSBACK_BENCH_DATABASE_URL")
-    own_database = database_url is None
-    if database_url is None:
-        database_url = await databases.create_postgres_database()
-    await upgrade_to_head_async(database_url)
-    sandbox = Sandbox()
-    var_dir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
-    write_new_key(var_dir / "keys")
-    settings = Settings(
-        database_url=database_url,
-        var_dir=var_dir,
-        insecure_hosts=["127.0.0.1"],
-        database_pool_size=20,
-        log_json=False,
-        key_encryption_key=base64.b64encode(os.urandom(32)).decode(),
-    )
-    context = AppContext.build(settings)
-    await context.load_tool_keys()
-    try:
-        await sandbox.wait_ready()
+    async with bench_service(Sandbox, "bench-delivery-") as (sandbox, context):
         latency = {"latency_ms": arguments.latency_ms, "rules": []}
         print(
-            f"PostgreSQL, one instance (worker_concurrency {settings.worker_concurrency}), "
+            f"PostgreSQL, one instance (worker_concurrency {context.settings.worker_concurrency}), "
             f"sandbox at {arguments.latency_ms} ms per AGS call; machine load average "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
@@ -344,11 +361,6 @@ async def main(arguments: argparse.Namespace) -> None:
                 }
             )
         )
-    finally:
-        await context.close()
-        await sandbox.close()
-        if own_database:
-            await databases.drop_postgres_database(database_url)
 
 
 async def token_grants(sandbox: Sandbox, client_id: str) -> int:
