@@ -34,7 +34,7 @@ GRADES = 500
 BAD_JOBS = 50
 """Per bad platform."""
 MIN_RATE_SHARE = 0.9
-ROUNDS = 3
+ROUNDS = 5
 """A round is a run without, a run with, and a run without the bad platforms (the database
 grows from run to run: the runs alone bracket the one beside); the first round that meets
 the share ends the test (rates on a shared machine vary by a third from run to run whatever
