@@ -23,6 +23,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from app.lti.http import DEFAULT_MAX_ANSWER_BYTES
+
 Scope = Literal["events", "passback", "admin"]
 DEFAULT_VAR_DIR = Path("var")
 ENV_PREFIX = "PASSBACK_"
@@ -133,7 +135,7 @@ class Settings(BaseSettings):
     http_connect_timeout: float = Field(default=5.0, gt=0)
     http_read_timeout: float = Field(default=30.0, gt=0)
     http_max_answer_bytes: int = Field(
-        default=4 * 1024 * 1024,
+        default=DEFAULT_MAX_ANSWER_BYTES,
         ge=1024,
         description="Largest answer read from a platform (token, AGS, results, JWKS), in bytes "
         "once decompressed; a larger one is aborted and treated as an unusable answer.",
