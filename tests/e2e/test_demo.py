@@ -4,12 +4,13 @@ leads somewhere real."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import httpx
 
-from tests.support.processes import free_port, service_env, start_service
+from tests.support.processes import ServiceProcess, free_port, service_env, start_service
 from tests.test_cli import assert_one_line_error, run_cli
 
 EXPECTED_SCORES = ("Canvas score 7", "Canvas score 9", "Canvas score 6.25")
@@ -64,6 +65,16 @@ async def _check_printed_links(output: str, api: str) -> None:
         assert len(rows) == 3
 
 
+async def _start_up_lines(service: ServiceProcess) -> str:
+    """The log once the start-up lines are in it: they are written just after the service
+    starts answering, so a check right after readiness may come before them."""
+    for _ in range(100):
+        if "teacher page of a sandbox formative" in service.log_text():
+            break
+        await asyncio.sleep(0.1)
+    return service.log_text()
+
+
 async def _check_start_up_teacher_page(welcome: str, api: str) -> None:
     """The start-up lines' teacher page works before any demo: its teacher may preview."""
     found = re.findall(
@@ -93,13 +104,13 @@ async def test_demo_runs_again_after_the_service_and_its_sandbox_restart(
     )
     api, sandbox = service.base_url, f"http://127.0.0.1:{port + 1}"
     try:
-        await _check_start_up_teacher_page(service.log_text(), api)
+        await _check_start_up_teacher_page(await _start_up_lines(service), api)
         first = _demo(env, tmp_path, api, sandbox)
         assert all(score in first for score in EXPECTED_SCORES), first
         await _check_printed_links(first, api)
         await service.terminate()
         service = await service.restarted()  # the sandbox forgets; var/passback.db does not
-        await _check_start_up_teacher_page(service.log_text(), api)
+        await _check_start_up_teacher_page(await _start_up_lines(service), api)
         second = _demo(env, tmp_path, api, sandbox)
         assert all(score in second for score in EXPECTED_SCORES), second
         await _check_printed_links(second, api)
