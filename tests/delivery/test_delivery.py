@@ -331,6 +331,7 @@ async def test_a_second_send_of_a_submission_whose_first_send_was_lost_opens_it_
 ) -> None:
     student = world.students[0]
     submitted_at = world.clock() - timedelta(minutes=5)
+    world.clock.freeze()  # the retry is due only when the test moves the clock
     await world.sandbox.admin.add_fault("drop", path=SCORES, method="POST", remaining=1)
     first = await world.enqueue(student, score=5, submitted_at=submitted_at)
     await engine.drain()  # lost: unknown outcome, waiting for its retry
@@ -356,6 +357,7 @@ async def test_a_second_send_after_a_first_that_landed_unseen_updates_the_grade(
 ) -> None:
     student = world.students[0]
     submitted_at = world.clock() - timedelta(minutes=5)
+    world.clock.freeze()  # the retry is due only when the test moves the clock
     await world.sandbox.admin.add_fault(
         "latency", path=SCORES, method="POST", remaining=1, delay_ms=1500, phase="after"
     )
@@ -543,6 +545,7 @@ async def test_after_an_operator_retry_the_backoff_starts_small_again(
     world: World, engine: DeliveryEngine
 ) -> None:
     student = world.students[0]
+    world.clock.freeze()  # the retry is due only when the test moves the clock
     await world.sandbox.admin.add_fault("error", path=SCORES, method="POST", status=500)
     job_id = await world.enqueue(student, deadline=timedelta(seconds=60))
     await world.settle(engine)
