@@ -112,6 +112,12 @@ class Metrics:
             "Times a platform throttled us (403 Rate Limit Exceeded or 429).",
             registry=self.registry,
         )
+        self.host_rests = Counter(
+            "passback_host_rests_total",
+            "Times an AGS host that gave no usable answer was rested (its jobs wait in the "
+            "database, then one probes).",
+            registry=self.registry,
+        )
         self.jobs_by_status = Gauge(
             "passback_jobs",
             "Jobs in the database, by status (read at scrape time).",
@@ -156,6 +162,10 @@ class Metrics:
     def job_quarantined(self) -> None:
         """A claimed job row could not be read and was quarantined."""
         self.jobs_quarantined.inc()
+
+    def host_rested(self) -> None:
+        """An AGS host began a rest (app.delivery.lanes)."""
+        self.host_rests.inc()
 
     def token_requested(self, result: str) -> None:
         """`result`: `ok`, or the outcome code of a refused or failed token request."""

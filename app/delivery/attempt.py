@@ -159,6 +159,8 @@ class Progress:
     """Waiting in a throttled lane (the engine does not count it against its job limit)."""
     outcomes: list[Outcome] = field(default_factory=list)
     """Every answer of this job's own requests (for the engine's counters)."""
+    shared: list[Outcome] = field(default_factory=list)
+    """Answers of requests another job made for this one too (a shared line item read)."""
 
 
 def grade_spec(job: PassbackJob) -> GradeSpec:
@@ -440,8 +442,7 @@ class Attempt:
         for exchange in exchanges:
             outcome = exchange.outcome
             self._records.append(_record(exchange))
-            if own:
-                self.progress.outcomes.append(outcome)
+            (self.progress.outcomes if own else self.progress.shared).append(outcome)
             if outcome.throttled:
                 self._throttled += 1
             else:
@@ -471,8 +472,7 @@ class Attempt:
         else:
             now = self._clock()
             outcome = error.outcome
-            if own:
-                self.progress.outcomes.append(outcome)
+            (self.progress.outcomes if own else self.progress.shared).append(outcome)
             if outcome.throttled:
                 self._throttled += 1
             else:

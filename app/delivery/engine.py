@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +40,7 @@ from app.delivery.health import DatabaseHealth
 from app.delivery.lanes import BucketMap, HostLane, Slots
 from app.delivery.policy import DeliveryPolicy
 from app.logs import job_id_var
+from app.lti.outcomes import Outcome
 from app.store import jobs as store
 from app.store.db import transaction
 from app.store.models import JobStatus, PassbackJob, Platform
@@ -139,6 +142,8 @@ class DeliveryEngine:
         self._grace = self.policy.shutdown_grace
         self._maintained_at = -float("inf")
         self._discovered_at = -float("inf")
+        self._deferrals: dict[tuple[str, str], datetime] = {}
+        """Lanes whose host began a rest: their pending jobs to defer to its end."""
         self.health = DatabaseHealth(
             first=self.policy.database_retry_first, maximum=self.policy.database_retry_max
         )
@@ -252,18 +257,20 @@ class DeliveryEngine:
     async def _round(self, *, discover: bool = False) -> int:
         """Maintain leases when due, find lanes with work, claim for lanes with room."""
         await self._maintain()
+        await self._defer_resting()
         loop_now = time.monotonic()
         if discover or loop_now - self._discovered_at >= self.policy.poll_interval:
             await self._discover()
         free = self.policy.max_jobs - self._busy_jobs()
         if free <= 0:
             return 0
+        now = self._context.clock()
         wanted: list[tuple[HostLane, int]] = []
         promised: dict[int, int] = {}
         """Jobs this round asks for, per group (the hosts of a group share its room)."""
         # Least busy lanes first, so a lane with a backlog cannot crowd out the others.
         for lane in sorted(self._lanes.values(), key=lambda lane: lane.jobs):
-            if lane.dry:
+            if lane.dry or lane.resting(now):
                 continue
             room = min(lane.free_jobs, lane.group.job_room - promised.get(id(lane.group), 0))
             if room <= 0:
@@ -303,6 +310,71 @@ class DeliveryEngine:
         for bucket_map in self._maps.values():
             bucket_map.forget_stale()
         self.stats.claim_queries += 1
+
+    async def _defer_resting(self) -> None:
+        """Move the pending jobs of hosts that began a rest to its end (every instance then
+        leaves them alone; the database keeps the rest across a restart)."""
+        if not self._deferrals:
+            return
+        deferrals = dict(self._deferrals)
+        now = self._context.clock()
+        async with transaction(self._context.sessions) as session:
+            for (platform_id, origin), until in deferrals.items():
+                await store.defer_lane(
+                    session, platform_id=platform_id, origin=origin, until=until, now=now
+                )
+        for key, until in deferrals.items():
+            if self._deferrals.get(key) == until:
+                del self._deferrals[key]
+
+    def _judge_host(
+        self, lane: HostLane, attempt: Attempt, finish: store.JobFinish
+    ) -> store.JobFinish:
+        """Tell the lane how its host did on this try; a host that rests keeps this job (if
+        it goes on) until the rest ends."""
+        now = self._context.clock()
+        outcomes = attempt.progress.outcomes + attempt.progress.shared
+        rests = lane.rests
+        until = lane.try_ended(outcomes, now)
+        if until is not None:
+            self._deferrals[(lane.platform_id, lane.origin)] = until
+            self._context.metrics.host_rested()
+        if until is not None or (rests and not lane.rests):
+            self._log_host(lane, until, outcomes)
+        resting_until = lane.resting_until
+        if (
+            not finish.is_final
+            and resting_until is not None
+            and lane.resting(now)
+            and finish.next_attempt_at < resting_until
+        ):
+            finish = dataclasses.replace(finish, next_attempt_at=resting_until)
+        return finish
+
+    @staticmethod
+    def _log_host(lane: HostLane, until: datetime | None, outcomes: list[Outcome]) -> None:
+        """A host's rest begins (`until` its end) or ends: news of the host, not of the job
+        whose try told it."""
+        job = job_id_var.set(None)
+        try:
+            if until is None:
+                log.warning(
+                    "AGS host %s answers again; its jobs are delivered",
+                    lane.origin,
+                    extra={"platform_id": lane.platform_id},
+                )
+                return
+            log.warning(
+                "AGS host %s answered nothing usable %d times in a row (last: %s); its jobs "
+                "wait in the database until %s, then one job probes it",
+                lane.origin,
+                lane.failures,
+                outcomes[-1].code,
+                until.isoformat(timespec="seconds"),
+                extra={"platform_id": lane.platform_id, "outcome_code": "host_resting"},
+            )
+        finally:
+            job_id_var.reset(job)
 
     async def _claim(
         self, wanted: Sequence[tuple[HostLane, int]]
@@ -401,6 +473,7 @@ class DeliveryEngine:
             self.stats.requests += 1
             self.stats.throttled += outcome.throttled
             metrics.platform_answered(outcome)
+        finish = self._judge_host(lane, attempt, finish)
         if finish.is_final:
             waited = (finish.at - attempt.job.created_at).total_seconds()
             metrics.job_finished(finish.status.value, finish.outcome_code, waited)

@@ -19,6 +19,12 @@ and which host is on which cluster is not told. So pacing has two levels:
   probes; refused, the pause doubles and the prober goes to the back of the line; once a probe
   gets through the line moves again. A storm costs a group one refused request per pause.
 - The instance-wide cap (`shared`, `worker_concurrency`) covers every group.
+- A host that answers nothing usable (`failures_to_rest` times in a row: 5xx, timeouts,
+  connection errors or garbage, counted per try of a job, a shared read once) **rests**: the engine
+  moves its pending jobs' next try to the rest's end in the database (every instance then
+  leaves them alone) and claims none of its jobs meanwhile; then one job probes. A probe that
+  fails doubles the rest (up to `rest_max`); any usable answer ends it. A dead or garbage-
+  spewing host costs a few tries per rest, not a try per job per backoff.
 
 A request takes a host slot, then a group slot, then a shared slot, always in that order.
 
@@ -46,17 +52,21 @@ import contextvars
 import math
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.delivery.policy import GroupingPolicy, LanePolicy
 from app.lti.outcomes import Action, Outcome, RetryCode
 
 _STRUGGLING = frozenset({RetryCode.platform_error, RetryCode.timeout, RetryCode.connection_error})
+_UNUSABLE = _STRUGGLING | {RetryCode.invalid_answer}
+"""Answers (or their absence) that tell nothing good about a host: what makes it rest."""
 LATENCY_SMOOTHING = 0.2
 JOBS_PER_SLOT = 6
+JUDGED_REMEMBERED = 64
 CAPACITY_WINDOW = 1.0
 """Seconds of answers whose smallest capacity bound caps the limit."""
 
@@ -401,6 +411,14 @@ class HostLane:
         self._map = bucket_map
         self._slots = Slots(self.slots)
         self._last_decrease = -math.inf
+        # Resting (see the module docstring): engine-clock times, as the jobs' are.
+        self.failures = 0
+        """Tries of this host's jobs in a row that got no usable answer."""
+        self.rests = 0
+        """Rests in a row: the host has not answered usably since the first (0: healthy)."""
+        self.resting_until: datetime | None = None
+        self._judged: deque[Outcome] = deque(maxlen=JUDGED_REMEMBERED)
+        """Answers already counted (a shared read's answer reaches every job that joined it)."""
 
     @property
     def slots(self) -> int:
@@ -418,9 +436,43 @@ class HostLane:
     @property
     def free_jobs(self) -> int:
         """How many more jobs this host can take on now: its own slots' worth, within what
-        its group can take on."""
+        its group can take on. After a rest, one job at a time until one gets an answer."""
+        if self.rests:
+            return 0 if self.jobs else min(1, self.group.job_room)
         own = max(0, self.slots * JOBS_PER_SLOT - self.jobs)
         return min(own, self.group.job_room)
+
+    def resting(self, now: datetime) -> bool:
+        return self.resting_until is not None and now < self.resting_until
+
+    def try_ended(self, outcomes: Sequence[Outcome], now: datetime) -> datetime | None:
+        """Judge the host by the answers one job's try got (its own, and those of a read it
+        shared, each counted once; a try without any says nothing). Returns when a rest that
+        begins now ends (the caller defers the host's jobs to then), else None."""
+        if any(o.http_status is not None and o.code not in _UNUSABLE for o in outcomes):
+            self.failures = self.rests = 0
+            self.resting_until = None
+            return None
+        unusable = [
+            outcome
+            for outcome in outcomes
+            if outcome.action is Action.retry
+            and outcome.code in _UNUSABLE
+            and not any(outcome is judged for judged in self._judged)
+        ]
+        if not unusable:
+            return None
+        self._judged.extend(unusable)
+        self.failures += 1
+        if self.resting(now):
+            return None  # a try that began before the rest did
+        if not self.rests and self.failures < self.policy.failures_to_rest:
+            return None
+        self.rests += 1
+        policy = self.policy
+        seconds = min(policy.rest_max, policy.rest_first * 2.0 ** (self.rests - 1))
+        self.resting_until = now + timedelta(seconds=seconds)
+        return self.resting_until
 
     def job_started(self) -> None:
         self.jobs += 1

@@ -56,6 +56,13 @@ class LanePolicy:
     """Shortest pause after a refusal (seconds; at least a round trip). It doubles with each
     refused probe, up to `throttle_pause_max`; a Retry-After may lengthen it."""
     throttle_pause_max: float = 10.0
+    failures_to_rest: int = 5
+    """Times in a row a host answered nothing usable (5xx, timeouts, connection errors,
+    garbage; counted per try of a job, a read shared by several tries once) before it rests:
+    its jobs wait in the database, not in the engine."""
+    rest_first: float = 5.0
+    """Seconds of a host's first rest; each probe that fails doubles it, up to `rest_max`."""
+    rest_max: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from app.lti.egress import BlockedAddressError
 from app.lti.http import json_document
 
 MESSAGE_LIMIT = 2000
@@ -420,6 +421,11 @@ def classify_transport_error(exc: httpx.HTTPError, *, request_sent: bool) -> Out
     Connection failures (refused, DNS, connect timeout, no pool slot) happen before anything is
     sent; a read timeout or a reset afterwards leaves the outcome unknown.
     """
+    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc.__cause__, BlockedAddressError):
+        # The host resolves to an internal address: refused before connecting, and it will
+        # be every time until an operator changes the registration or the DNS.
+        return failure(FailureCode.url_not_allowed, detail[:MESSAGE_LIMIT])
     before_sending = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     unknown = request_sent and not before_sending
     if isinstance(exc, httpx.DecodingError):
@@ -428,5 +434,4 @@ def classify_transport_error(exc: httpx.HTTPError, *, request_sent: bool) -> Out
         code = RetryCode.timeout
     else:
         code = RetryCode.connection_error
-    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
     return Outcome(Action.retry, code, message=detail[:MESSAGE_LIMIT], outcome_unknown=unknown)

@@ -301,6 +301,26 @@ async def lanes_with_pending_jobs(session: AsyncSession) -> list[tuple[str, str]
     return lanes
 
 
+async def defer_lane(
+    session: AsyncSession, *, platform_id: str, origin: str, until: datetime, now: datetime
+) -> int:
+    """Move the next try of a delivery lane's pending jobs that are due before `until` to
+    `until` (the lane's AGS host rests: app.delivery.lanes); how many moved. Their backoff
+    count is unchanged: waiting out a host's rest is not a try."""
+    moved = await session.execute(
+        update(PassbackJob)
+        .where(
+            PassbackJob.status == JobStatus.pending,
+            PassbackJob.platform_id == platform_id,
+            PassbackJob.origin == origin,
+            PassbackJob.next_attempt_at < until,
+        )
+        .values(next_attempt_at=until, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    return cast(int, getattr(moved, "rowcount", 0) or 0)
+
+
 async def claim_jobs(
     session: AsyncSession,
     *,

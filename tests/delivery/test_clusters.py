@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from app.context import AppContext
@@ -17,6 +18,8 @@ from app.store.models import JobStatus, job_origin
 from tests.lti.world import World, make_world, quick_policy
 from tests.support.sandbox import CanvasHost, RunningSandbox
 
+REST = 30.0
+"""A host's first rest in the rest test: longer than any backoff of quick_policy."""
 STORM_LEVEL = 640.0
 """40 units over the mark, leaking 10 a second: the cluster refuses everything for 4 s."""
 
@@ -149,6 +152,53 @@ async def test_a_failing_host_shrinks_its_own_lane_only(
     assert healthy_lane.limit > policy.initial_limit
     assert healthy_lane.group.limit > policy.initial_limit
     assert JobStatus.delivered not in await statuses(world, failing_item)
+
+
+async def test_a_host_that_answers_nothing_usable_rests_with_its_jobs_in_the_database(
+    lti_context: AppContext, sandbox: RunningSandbox
+) -> None:
+    world = await make_world(lti_context, sandbox, students=30)
+    await sandbox.admin.set_throttle(enabled=False)
+    failing, healthy = sandbox.hosts[2], sandbox.hosts[3]
+    failing_item = await line_item_on(world, failing, "Failing")
+    healthy_item = await line_item_on(world, healthy, "Healthy")
+    rule = {"kind": "error", "status": 500, "host": failing.netloc, "path": "^/api/lti/"}
+    await sandbox.admin.set_faults(rules=[rule])
+    world.clock.freeze()  # retries come due, and the rest ends, when the test moves the clock
+    failing_jobs = await enqueue_for(world, failing_item)
+    await enqueue_for(world, healthy_item)
+    lanes = replace(quick_policy().lanes, rest_first=REST, rest_max=4 * REST)
+    engine = DeliveryEngine(lti_context, policy=quick_policy(lanes=lanes))
+    lane_of = job_origin(failing_item)
+    await engine.start()
+    try:
+        await until(world=world, done=healthy_item)
+        lane = engine.lane(world.platform.id, lane_of)
+        assert lane is not None
+        for _ in range(200):  # the failing jobs' retries come due as the clock moves
+            if lane.resting(world.clock()) and not engine.in_flight:
+                break
+            world.clock.advance(1.0)
+            await asyncio.sleep(0.05)
+        now = world.clock()
+        assert lane.resting(now) and not engine.in_flight, (lane.failures, engine.in_flight)
+        resting_until = lane.resting_until
+        assert resting_until is not None
+        # Every job's own backoff is over (8 s at most), the rest is not: none is tried.
+        tried = len(sent_to(await sandbox.admin.requests(), failing))
+        world.clock.advance(REST - 2.0)
+        await asyncio.sleep(1.0)  # the engine polls twice a second
+        assert len(sent_to(await sandbox.admin.requests(), failing)) == tried
+        jobs = [job for job in await world.jobs() if job.id in set(failing_jobs)]
+        assert {job.status for job in jobs} == {JobStatus.pending}
+        assert all(job.next_attempt_at >= resting_until for job in jobs)
+
+        await sandbox.admin.clear_faults()
+        world.clock.advance(2.0)  # the rest is over: one job probes, then all go
+        await until(world=world, done=failing_item)
+    finally:
+        await engine.stop()
+    assert (lane.rests, lane.failures) == (0, 0)
 
 
 async def test_the_engine_holds_a_bounded_number_of_a_stalled_hosts_jobs(

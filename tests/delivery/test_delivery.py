@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from app.delivery import DeliveryEngine
+from app.context import AppContext
+from app.delivery import DeliveryEngine, LanePolicy
 from app.lti.ags_documents import CANVAS_SUBMISSION_EXTENSION
 from app.manual.jobs import retry_job
 from app.store.db import transaction
@@ -542,8 +543,11 @@ async def test_token_endpoint_refusals_fail_jobs_without_posting(
 
 
 async def test_after_an_operator_retry_the_backoff_starts_small_again(
-    world: World, engine: DeliveryEngine
+    world: World, lti_context: AppContext
 ) -> None:
+    # A job's own backoff: the host's rests (which would stretch it) are off here.
+    lanes = LanePolicy(throttle_pause_max=2.0, failures_to_rest=1_000_000)
+    engine = DeliveryEngine(lti_context, policy=quick_policy(lanes=lanes))
     student = world.students[0]
     world.clock.freeze()  # the retry is due only when the test moves the clock
     await world.sandbox.admin.add_fault("error", path=SCORES, method="POST", status=500)

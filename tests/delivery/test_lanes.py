@@ -4,6 +4,7 @@ the host's health, and backoff."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -223,6 +224,86 @@ async def test_a_host_lane_grows_back_once_answers_get_through() -> None:
     lane.observe(answered(500))
     assert lane.slots == 2
     await requests.finish()
+
+
+NOON = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+RESTING = LanePolicy(failures_to_rest=3, rest_first=5.0, rest_max=20.0)
+
+
+# Each answer its own object: the lane counts an answer once however many tries shared it.
+def server_error() -> Outcome:
+    return Outcome(Action.retry, RetryCode.platform_error, http_status=500)
+
+
+def garbage() -> Outcome:
+    return Outcome(Action.retry, RetryCode.invalid_answer, http_status=200)
+
+
+def timed_out() -> Outcome:
+    return Outcome(Action.retry, RetryCode.timeout)
+
+
+def rested(lane: HostLane, tries: list[list[Outcome]], now: datetime) -> list[datetime | None]:
+    return [lane.try_ended(outcomes, now) for outcomes in tries]
+
+
+async def test_a_host_rests_after_tries_in_a_row_with_no_usable_answer() -> None:
+    lane = host_lane(RESTING)
+    assert rested(lane, [[server_error()], [garbage()], [timed_out()]], NOON) == [
+        None,
+        None,
+        NOON + timedelta(seconds=5),
+    ]
+    assert lane.resting(NOON) and lane.resting(NOON + timedelta(seconds=4.9))
+    assert not lane.resting(NOON + timedelta(seconds=5))
+
+
+async def test_tries_with_no_request_of_their_own_say_nothing_about_the_host() -> None:
+    lane = host_lane(RESTING)
+    assert rested(lane, [[server_error()], [], [server_error()], [], [server_error()]], NOON)[-1]
+    assert lane.failures == 3
+
+
+async def test_an_answer_shared_by_several_tries_counts_once() -> None:
+    lane = host_lane(RESTING)
+    shared_read = server_error()  # a line item read that five jobs joined
+    assert rested(lane, [[shared_read]] * 5, NOON) == [None] * 5
+    assert lane.failures == 1
+
+
+async def test_any_usable_answer_ends_the_count_and_the_rest() -> None:
+    not_found = Outcome(Action.failed, "assignment_not_linked", http_status=404)
+    for usable in (DELIVERED, THROTTLED, not_found):
+        lane = host_lane(RESTING)
+        rested(lane, [[server_error()] for _ in range(3)], NOON)
+        assert lane.rests == 1
+        assert lane.try_ended([timed_out(), usable], NOON) is None
+        assert (lane.failures, lane.rests, lane.resting(NOON)) == (0, 0, False)
+        assert rested(lane, [[server_error()], [server_error()]], NOON) == [None, None]
+
+
+async def test_after_a_rest_one_job_probes_and_a_failed_probe_doubles_the_rest() -> None:
+    lane = host_lane(RESTING)
+    rested(lane, [[server_error()] for _ in range(3)], NOON)
+    # Tries that began before the rest end in it: the rest stays as it is.
+    assert (
+        rested(lane, [[server_error()] for _ in range(4)], NOON + timedelta(seconds=1))
+        == [None] * 4
+    )
+    later = NOON + timedelta(seconds=5)
+    assert lane.free_jobs == 1  # the probe
+    lane.job_started()
+    assert lane.free_jobs == 0
+    lane.job_ended()
+    ends = []
+    for _ in range(4):
+        until = lane.try_ended([garbage()], later)
+        assert until is not None
+        ends.append((until - later).total_seconds())
+        later = until
+    assert ends == [10.0, 20.0, 20.0, 20.0]
+    lane.try_ended([DELIVERED], later)
+    assert lane.free_jobs == RESTING.initial_limit * JOBS_PER_SLOT
 
 
 async def test_the_hosts_of_a_group_share_its_room_for_jobs() -> None:

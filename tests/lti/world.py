@@ -50,8 +50,8 @@ def quick_policy(**overrides: Any) -> DeliveryPolicy:
         "platform_refresh": 0.0,
         "database_retry_first": 0.05,
         "database_retry_max": 1.0,
-        # Throttling pauses a lane for real seconds: keep them short.
-        "lanes": LanePolicy(throttle_pause_max=2.0),
+        # Throttling pauses a lane for real seconds, a resting host for clock seconds: short.
+        "lanes": LanePolicy(throttle_pause_max=2.0, rest_first=1.0, rest_max=8.0),
     }
     values.update(overrides)
     return DeliveryPolicy(**values)

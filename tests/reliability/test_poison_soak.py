@@ -1,6 +1,7 @@
-"""A soak with one platform answering garbage (4 MB and more of it, every time) and one that
-never answers, while 500 grades go to a healthy Canvas: they arrive at ≥ 90% of the rate they
-have without the bad platforms, the log says at most one line per try, and memory stays flat.
+"""A soak with one platform answering garbage (a 300 MB answer, read up to the 1 MiB cap)
+and one that never answers, while 500 grades go to a healthy Canvas: they arrive at ≥ 90% of
+the rate they have without the bad platforms, the log says at most one line per try, and
+memory stays flat.
 """
 
 from __future__ import annotations
@@ -34,16 +35,14 @@ GRADES = 500
 BAD_JOBS = 50
 """Per bad platform."""
 TARGET_RATE_SHARE = 0.9
-"""Issue 12's target, recorded beside the figures; NOT yet met on every run (0.76-0.94 seen on
-this 2-core machine: garbage answers are read and refused in the event loop that delivers)."""
-MIN_RATE_SHARE = 0.7
-"""The floor this test holds: far below it means a bad platform stalls everyone again (a crash
-loop, an unbounded read, a lane filled with bad jobs)."""
-ROUNDS = 5
+"""Issue 12's target. The bad hosts rest after a few tries (app.delivery.lanes): their jobs
+wait in the database instead of being read and refused in the delivering event loop (before
+rests: 0.76-0.94 on this 2-core machine; with them 1.0)."""
+ROUNDS = 3
 """A round is a run without, a run with, and a run without the bad platforms (the database
 grows from run to run: the runs alone bracket the one beside); the first round that meets
-the share ends the test (rates on a shared machine vary by a third from run to run whatever
-runs beside: one unlucky run must not decide). The bad jobs of a failed round give up (their
+the share ends the test (rates on a shared machine vary from run to run whatever runs
+beside: one unlucky run must not decide). The bad jobs of a failed round give up (their
 deadline passes) before the next."""
 RUN_BOUND_SECONDS = 90.0
 MEMORY_GROWTH_MB = 100
@@ -130,5 +129,4 @@ async def test_500_grades_flow_at_full_rate_beside_a_garbage_and_a_hanging_platf
             if shares[-1] >= TARGET_RATE_SHARE:
                 break
     figures.record("rate_share_beside_bad_platforms", [round(share, 3) for share in shares])
-    figures.record("rate_share_target_met", max(shares) >= TARGET_RATE_SHARE)
-    assert max(shares) >= MIN_RATE_SHARE, shares
+    assert max(shares) >= TARGET_RATE_SHARE, shares

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.context import AppContext
 from app.delivery import DeliveryEngine
+from app.lti.outcomes import Action, FailureCode, classify_transport_error
 from app.lti.urls import host_of, is_public_address
 from app.main import create_app
 from app.sandbox.jose import generate_rsa_key, sign_rs256
@@ -221,6 +222,20 @@ async def test_a_name_that_resolves_to_an_internal_address_is_never_connected_to
     for client in (context.http, *context.ags_http):
         with pytest.raises(httpx.ConnectError, match="internal address"):
             await client.get(url)
+    assert listener.accepted == 0
+
+
+async def test_a_call_refused_for_an_internal_address_fails_at_once_as_url_not_allowed(
+    context: AppContext, listener: ConnectionCounter
+) -> None:
+    """Not a connection error retried until the deadline: the refusal repeats every time."""
+    url = f"https://{loopback_name()}:{listener.port}/api/lti/courses/1/line_items"
+    with pytest.raises(httpx.ConnectError) as refused:
+        await context.ags_http[0].get(url)
+    outcome = classify_transport_error(refused.value, request_sent=True)
+    assert (outcome.action, outcome.code) == (Action.failed, FailureCode.url_not_allowed)
+    assert "internal address" in (outcome.message or "")
+    assert not outcome.outcome_unknown
     assert listener.accepted == 0
 
 
