@@ -33,8 +33,9 @@ from sqlalchemy import insert, text
 from app.config import Settings
 from app.context import AppContext
 from app.lti.keys import write_new_key
+from app.store.claims import claim_jobs
 from app.store.db import transaction
-from app.store.jobs import claim_jobs, pair_key
+from app.store.jobs import pair_key
 from app.store.migrate import upgrade_to_head_async
 from app.store.models import JobKind, JobStatus, PassbackJob, Platform
 from bench.delivery import ROOT, Sandbox, count_by_status, seed_course

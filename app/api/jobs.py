@@ -22,7 +22,7 @@ from app.manual.jobs import (
     retry_job,
 )
 from app.store import passback as store
-from app.store.jobs import UNREADABLE_VALUE_ERRORS
+from app.store.claims import UNREADABLE_VALUE_ERRORS
 from app.store.models import JobStatus
 
 router = APIRouter(prefix="/v1/passback/jobs", tags=["jobs"])

@@ -37,7 +37,7 @@ from app.lti.ags import UNGATED, AgsClient, AgsError, Exchange, RequestGate
 from app.lti.ags_documents import LineItem, Result, Score, iso_millis
 from app.lti.outcomes import MESSAGE_LIMIT, Action, FailureCode, Outcome
 from app.lti.tokens import Registration
-from app.store.jobs import AttemptRecord, JobFinish
+from app.store.finishes import AttemptRecord, JobFinish
 from app.store.models import JobKind, JobStatus, PassbackJob, Platform
 
 log = logging.getLogger("passback.delivery")

@@ -41,7 +41,7 @@ from app.delivery.lanes import BucketMap, HostLane, Slots
 from app.delivery.policy import DeliveryPolicy
 from app.logs import job_id_var
 from app.lti.outcomes import Outcome
-from app.store import jobs as store
+from app.store import claims, finishes
 from app.store.db import transaction
 from app.store.models import JobStatus, PassbackJob, Platform
 
@@ -80,7 +80,7 @@ class _CachedPlatform:
     read_at: float
 
 
-def _log_outcome(finish: store.JobFinish) -> None:
+def _log_outcome(finish: finishes.JobFinish) -> None:
     """One line per attempt, named by the job_id of the context: a failure is a warning, a
     retry is news, a delivery is detail."""
     if finish.status is JobStatus.failed:
@@ -128,8 +128,8 @@ class DeliveryEngine:
         self._shared = Slots(self.policy.concurrency)
         self._platforms: dict[str, _CachedPlatform] = {}
         self._attempts: dict[asyncio.Task[None], Attempt] = {}
-        self._results: list[store.JobFinish] = []
-        self._writing: list[store.JobFinish] = []
+        self._results: list[finishes.JobFinish] = []
+        self._writing: list[finishes.JobFinish] = []
         self._results_ready = asyncio.Event()
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -294,7 +294,7 @@ class DeliveryEngine:
     async def _discover(self) -> None:
         self._discovered_at = time.monotonic()
         async with transaction(self._context.sessions) as session:
-            lanes = await store.lanes_with_pending_jobs(session)
+            lanes = await claims.lanes_with_pending_jobs(session)
         self.health.recovered(CLAIMING)
         for platform_id, origin in lanes:
             lane = self._lanes.get((platform_id, origin))
@@ -320,7 +320,7 @@ class DeliveryEngine:
         now = self._context.clock()
         async with transaction(self._context.sessions) as session:
             for (platform_id, origin), until in deferrals.items():
-                await store.defer_lane(
+                await claims.defer_lane(
                     session, platform_id=platform_id, origin=origin, until=until, now=now
                 )
         for key, until in deferrals.items():
@@ -328,8 +328,8 @@ class DeliveryEngine:
                 del self._deferrals[key]
 
     def _judge_host(
-        self, lane: HostLane, attempt: Attempt, finish: store.JobFinish
-    ) -> store.JobFinish:
+        self, lane: HostLane, attempt: Attempt, finish: finishes.JobFinish
+    ) -> finishes.JobFinish:
         """Tell the lane how its host did on this try; a host that rests keeps this job (if
         it goes on) until the rest ends."""
         now = self._context.clock()
@@ -382,11 +382,11 @@ class DeliveryEngine:
         now = self._context.clock()
         for conflict in range(CLAIM_CONFLICT_RETRIES):
             try:
-                quarantined: list[store.UnreadableJob] = []
+                quarantined: list[claims.UnreadableJob] = []
                 async with transaction(self._context.sessions) as session:
                     claimed: list[tuple[PassbackJob, PlatformInfo | None, HostLane]] = []
                     for lane, count in wanted:
-                        claim = await store.claim_jobs(
+                        claim = await claims.claim_jobs(
                             session,
                             platform_id=lane.platform_id,
                             origin=lane.origin,
@@ -412,14 +412,14 @@ class DeliveryEngine:
                 log.info("claim conflict on a pair in flight elsewhere (try %d)", conflict + 1)
         return []
 
-    def _quarantined(self, row: store.UnreadableJob) -> None:
+    def _quarantined(self, row: claims.UnreadableJob) -> None:
         self.stats.quarantined += 1
         self._context.metrics.job_quarantined()
         log.error(
             "job %s quarantined: its row cannot be read back (%s); see the runbook",
             row.job_id,
             row.error,
-            extra={"job_id": row.job_id, "outcome_code": store.UNREADABLE_ROW},
+            extra={"job_id": row.job_id, "outcome_code": claims.UNREADABLE_ROW},
         )
 
     async def _platform(self, session: AsyncSession, platform_id: str) -> PlatformInfo | None:
@@ -480,7 +480,7 @@ class DeliveryEngine:
         _log_outcome(finish)
         self._record(finish)
 
-    def _record(self, finish: store.JobFinish) -> None:
+    def _record(self, finish: finishes.JobFinish) -> None:
         status = finish.status
         if status is JobStatus.delivered:
             self.stats.delivered += 1
@@ -532,10 +532,10 @@ class DeliveryEngine:
         held = [attempt.job.id for attempt in self._attempts.values()]
         held += [finish.job_id for finish in (*self._results, *self._writing)]
         async with transaction(self._context.sessions) as session:
-            await store.renew_leases(
+            await claims.renew_leases(
                 session, owner=self.owner, job_ids=held, now=now, lease=self.policy.lease
             )
-            released = await store.release_expired_leases(session, now=now)
+            released = await claims.release_expired_leases(session, now=now)
         self.health.recovered(CLAIMING)
         self._maintained_at = loop_now
         if released:
@@ -592,7 +592,7 @@ class DeliveryEngine:
         self._writing = batch
         try:
             async with transaction(self._context.sessions) as session:
-                await store.finish_jobs(session, batch)
+                await finishes.finish_jobs(session, batch)
         except BaseException:
             self._results[:0] = batch
             self._results_ready.set()

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.store.jobs import UnreadableJob, read_jobs
+from app.store.claims import UnreadableJob, read_jobs
 from app.store.models import (
     Batch,
     Formative,

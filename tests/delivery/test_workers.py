@@ -21,7 +21,7 @@ import pytest
 from app.config import Settings
 from app.context import AppContext
 from app.delivery import DeliveryEngine, wake_workers
-from app.store import jobs as job_store
+from app.store import claims
 from app.store.db import transaction
 from app.store.models import JobStatus
 from tests.lti.world import World, build_context, make_world, quick_policy
@@ -138,7 +138,7 @@ async def test_a_job_leased_by_a_dead_worker_is_delivered_by_another(
     job_id = await world.enqueue(world.students[0])
     async with transaction(world.context.sessions) as session:
         [claimed] = (
-            await job_store.claim_jobs(
+            await claims.claim_jobs(
                 session,
                 platform_id=world.platform.id,
                 owner="worker-that-dies",
@@ -174,7 +174,7 @@ async def test_a_grade_whose_lease_ran_out_after_a_newer_one_was_queued_is_not_s
     student = world.students[0]
     older = await world.enqueue(student, score=3)
     async with transaction(world.context.sessions) as session:
-        await job_store.claim_jobs(
+        await claims.claim_jobs(
             session,
             platform_id=world.platform.id,
             owner="worker-that-dies",

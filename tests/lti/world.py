@@ -24,7 +24,7 @@ from app.delivery import DeliveryEngine, DeliveryPolicy, LanePolicy
 from app.lti.ags import AgsClient
 from app.lti.tokens import RequestRetry, TokenCache
 from app.lti.urls import host_of
-from app.store import jobs as job_store
+from app.store import claims
 from app.store.db import transaction
 from app.store.jobs import NewJob, enqueue_job
 from app.store.models import JobAttempt, JobKind, PassbackJob, Platform
@@ -173,7 +173,7 @@ class World:
         for _ in range(rounds):
             await engine.drain()
             async with self.context.sessions() as session:
-                due = await job_store.next_pending_at(session)
+                due = await claims.next_pending_at(session)
             if due is None:
                 return
             wait = (due - self.clock()).total_seconds()

@@ -21,7 +21,7 @@ from app.context import AppContext
 from app.delivery import DeliveryEngine
 from app.sandbox import SandboxConfig
 from app.sandbox.config import ThrottleSettings
-from app.store import jobs as job_store
+from app.store import claims
 from app.store.migrate import upgrade_to_head_async
 from app.store.models import JobStatus
 from tests.conftest import make_settings
@@ -135,7 +135,7 @@ async def test_grades_in_flight_when_the_database_goes_away_still_arrive(
     assert {cell["score"] for cell in cells} == {"7"}
     assert max(cell["attempt"] for cell in cells) <= 1
     async with context_via_proxy.sessions() as session:
-        assert await job_store.next_pending_at(session) is None
+        assert await claims.next_pending_at(session) is None
 
     # The outage is told once, without a traceback, however many tries failed; then its end.
     engine_lines = [r for r in caplog.records if r.name == "passback.delivery"]
