@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import (
-    Table,
     bindparam,
     exists,
     func,
@@ -23,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.store.models import (
-    JobAttempt,
+    ATTEMPTS_TABLE,
+    JOBS_TABLE,
     JobStatus,
     PassbackJob,
 )
@@ -34,8 +34,6 @@ from app.store.models import (
 # ran out is returned to `pending` by any instance. Finishing writes only where the lease is
 # still the finisher's, so a worker that lost its lease cannot overwrite the new holder's work.
 
-_jobs = cast(Table, PassbackJob.__table__)
-_attempts = cast(Table, JobAttempt.__table__)
 
 LEASE_EXPIRED = "lease_expired"
 
@@ -299,8 +297,8 @@ async def quarantine_jobs(
     """Set unreadable rows aside as `quarantined`: never claimed again, listed for operators
     (README runbook), each with an attempt row saying why. Writes no column it would read."""
     await session.execute(
-        update(_jobs)
-        .where(_jobs.c.id == bindparam("b_id"))
+        update(JOBS_TABLE)
+        .where(JOBS_TABLE.c.id == bindparam("b_id"))
         .values(
             status=JobStatus.quarantined,
             lease_owner=None,
@@ -313,7 +311,7 @@ async def quarantine_jobs(
         [{"b_id": row.job_id, "b_message": _unreadable_message(row)} for row in unreadable],
     )
     await session.execute(
-        insert(_attempts),
+        insert(ATTEMPTS_TABLE),
         [
             {
                 "job_id": row.job_id,
@@ -344,18 +342,18 @@ async def renew_leases(
         return 0
     expires = now + lease
     held = (
-        select(_jobs.c.id)
+        select(JOBS_TABLE.c.id)
         .where(
-            _jobs.c.id.in_(sorted(set(job_ids))),
-            _jobs.c.lease_owner == owner,
-            _jobs.c.status == JobStatus.in_flight,
+            JOBS_TABLE.c.id.in_(sorted(set(job_ids))),
+            JOBS_TABLE.c.lease_owner == owner,
+            JOBS_TABLE.c.status == JobStatus.in_flight,
         )
-        .order_by(_jobs.c.id)
+        .order_by(JOBS_TABLE.c.id)
         .with_for_update()
     )
     result = await session.execute(
-        update(_jobs)
-        .where(_jobs.c.id.in_(held.scalar_subquery()))
+        update(JOBS_TABLE)
+        .where(JOBS_TABLE.c.id.in_(held.scalar_subquery()))
         .values(lease_expires_at=expires, next_attempt_at=expires, updated_at=now)
     )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -369,29 +367,29 @@ async def release_expired_leases(session: AsyncSession, *, now: datetime) -> lis
     saying so.
     """
     expired = (
-        select(_jobs.c.id)
-        .where(_jobs.c.status == JobStatus.in_flight, _jobs.c.next_attempt_at < now)
+        select(JOBS_TABLE.c.id)
+        .where(JOBS_TABLE.c.status == JobStatus.in_flight, JOBS_TABLE.c.next_attempt_at < now)
         .with_for_update(skip_locked=True)  # rows being written or renewed are not lost
     )
     released = await session.scalars(
-        update(_jobs)
-        .where(_jobs.c.id.in_(expired.scalar_subquery()))
+        update(JOBS_TABLE)
+        .where(JOBS_TABLE.c.id.in_(expired.scalar_subquery()))
         .values(
             status=JobStatus.pending,
             lease_owner=None,
             lease_expires_at=None,
             next_attempt_at=now,
             maybe_delivered=True,
-            attempt_count=_jobs.c.attempt_count + 1,
+            attempt_count=JOBS_TABLE.c.attempt_count + 1,
             outcome_code=LEASE_EXPIRED,
             updated_at=now,
         )
-        .returning(_jobs.c.id)
+        .returning(JOBS_TABLE.c.id)
     )
     job_ids = list(released.all())
     if job_ids:
         await session.execute(
-            insert(_attempts),
+            insert(ATTEMPTS_TABLE),
             [
                 {
                     "job_id": job_id,

@@ -32,7 +32,6 @@ from sqlalchemy import (
     ClauseElement,
     Column,
     String,
-    Table,
     and_,
     bindparam,
     case,
@@ -53,6 +52,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from app.store.jobs import NewJob, enqueue_job, fresh_job_state, pair_key
 from app.store.models import (
+    JOBS_TABLE,
     Formative,
     JobKind,
     JobStatus,
@@ -369,7 +369,6 @@ _EVENT_COLUMNS = {
 }
 """The batch's columns and their types: the rows go as one JSON parameter (`events`)."""
 
-_JOB_TABLE = cast(Table, PassbackJob.__table__)
 _JOB_INPUT = ["id", "pair_key", *(field.name for field in fields(NewJob))]
 """The new jobs' columns, their rows one JSON parameter (`jobs`); the rest are the same for
 every job (`fresh_job_state`, bound once) or decided by the statement."""
@@ -425,7 +424,7 @@ recorded AS (
 ),
 job_input AS (
     SELECT j.* FROM {
-        _rows_of("jobs", {name: _pg_type(_JOB_TABLE.c[name]) for name in _JOB_INPUT}, "j")
+        _rows_of("jobs", {name: _pg_type(JOBS_TABLE.c[name]) for name in _JOB_INPUT}, "j")
     }
     JOIN event USING (event_id)
 ),

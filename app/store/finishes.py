@@ -7,11 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import cast
 
 from sqlalchemy import (
     Integer,
-    Table,
     and_,
     bindparam,
     func,
@@ -23,14 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.store.models import (
-    JobAttempt,
+    ATTEMPTS_TABLE,
+    JOBS_TABLE,
     JobStatus,
     PassbackJob,
 )
 from app.store.types import ExactDecimal
-
-_jobs = cast(Table, PassbackJob.__table__)
-_attempts = cast(Table, JobAttempt.__table__)
 
 
 @dataclass(frozen=True)
@@ -80,11 +76,11 @@ async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> N
         return
     finishes = sorted(finishes, key=lambda finish: finish.job_id)  # rows locked in id order
     await session.execute(
-        update(_jobs)
+        update(JOBS_TABLE)
         .where(
-            _jobs.c.id == bindparam("b_id"),
-            _jobs.c.lease_owner == bindparam("b_owner"),
-            _jobs.c.status == JobStatus.in_flight,
+            JOBS_TABLE.c.id == bindparam("b_id"),
+            JOBS_TABLE.c.lease_owner == bindparam("b_owner"),
+            JOBS_TABLE.c.status == JobStatus.in_flight,
         )
         .values(
             status=bindparam("b_status"),
@@ -94,16 +90,17 @@ async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> N
             new_submission=bindparam("b_new_submission"),
             maybe_delivered=bindparam("b_maybe_delivered"),
             submission_unconfirmed=bindparam("b_unconfirmed"),
-            attempt_count=_jobs.c.attempt_count + bindparam("b_attempts", type_=Integer),
-            tries_since_queued=_jobs.c.tries_since_queued + bindparam("b_tries", type_=Integer),
+            attempt_count=JOBS_TABLE.c.attempt_count + bindparam("b_attempts", type_=Integer),
+            tries_since_queued=JOBS_TABLE.c.tries_since_queued
+            + bindparam("b_tries", type_=Integer),
             canvas_points=func.coalesce(
-                bindparam("b_points", type_=ExactDecimal()), _jobs.c.canvas_points
+                bindparam("b_points", type_=ExactDecimal()), JOBS_TABLE.c.canvas_points
             ),
             score_given=func.coalesce(
-                bindparam("b_given", type_=ExactDecimal()), _jobs.c.score_given
+                bindparam("b_given", type_=ExactDecimal()), JOBS_TABLE.c.score_given
             ),
             score_maximum=func.coalesce(
-                bindparam("b_maximum", type_=ExactDecimal()), _jobs.c.score_maximum
+                bindparam("b_maximum", type_=ExactDecimal()), JOBS_TABLE.c.score_maximum
             ),
             lease_owner=None,
             lease_expires_at=None,
@@ -148,7 +145,7 @@ async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> N
         for attempt in finish.attempts
     ]
     if attempts:
-        await session.execute(insert(_attempts), attempts)
+        await session.execute(insert(ATTEMPTS_TABLE), attempts)
 
 
 NOT_SUPERSEDED = "platform_rejected"

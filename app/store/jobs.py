@@ -10,10 +10,9 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
-    Table,
     and_,
     bindparam,
     exists,
@@ -29,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from app.store.models import (
+    JOBS_TABLE,
     JobKind,
     JobStatus,
     PassbackJob,
@@ -199,17 +199,16 @@ async def enqueue_job(
 
 # enqueue_job is on the intake's hot path: its statements are built once (compiled once), and
 # the job goes in by a Core INSERT rather than a unit-of-work flush of a 45-column object.
-_JOB_TABLE = cast(Table, PassbackJob.__table__)
 _JOB_COLUMNS = {
     attribute.key: attribute.columns[0].key for attribute in inspect(PassbackJob).column_attrs
 }
-_INSERT_JOB = insert(_JOB_TABLE).returning(_JOB_TABLE.c.id)
+_INSERT_JOB = insert(JOBS_TABLE).returning(JOBS_TABLE.c.id)
 _SUPERSEDE_PENDING_OF_PAIR = (
-    update(_JOB_TABLE)
+    update(JOBS_TABLE)
     .where(
-        _JOB_TABLE.c.pair_key == bindparam("b_key"),
-        _JOB_TABLE.c.status == JobStatus.pending,
-        _JOB_TABLE.c.id != bindparam("b_job"),
+        JOBS_TABLE.c.pair_key == bindparam("b_key"),
+        JOBS_TABLE.c.status == JobStatus.pending,
+        JOBS_TABLE.c.id != bindparam("b_job"),
     )
     .values(
         status=JobStatus.superseded,

@@ -9,7 +9,7 @@ import enum
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import (
@@ -22,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -389,3 +390,8 @@ class ToolKeyRecord(Base):
     sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
     """The private key's PEM, encrypted with the key-encryption key (app.store.tool_keys)."""
     created_at: Mapped[datetime]
+
+
+JOBS_TABLE = cast(Table, PassbackJob.__table__)
+"""passback_jobs as a Core table (for statements built once and run with many parameters)."""
+ATTEMPTS_TABLE = cast(Table, JobAttempt.__table__)
