@@ -55,6 +55,7 @@ from app.intake.schemas import FormativeId, Moment, ReasonOut
 from app.lti.launch import can_post_scores
 from app.metrics import Metrics
 from app.store import events as store
+from app.store.driver import intake_connection
 from app.store.jobs import NewJob
 from app.store.models import JobKind
 
@@ -551,7 +552,7 @@ async def _receive_together(
     then the first answers of the events that were already known."""
     for tries_left in reversed(range(MAX_TRIES)):
         try:
-            async with store.intake_connection(engine) as connection:
+            async with intake_connection(engine) as connection:
                 targets = await store.find_passback_targets(
                     connection,
                     [intake.pair for intake in intakes],

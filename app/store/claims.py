@@ -8,25 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import (
-    bindparam,
-    exists,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import bindparam, exists, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.store.models import (
-    ATTEMPTS_TABLE,
-    JOBS_TABLE,
-    JobStatus,
-    PassbackJob,
-)
+from app.store.models import ATTEMPTS_TABLE, JOBS_TABLE, JobStatus, PassbackJob
 
 # A claimed job is `in_flight` with a lease: `lease_owner` names the worker and
 # `lease_expires_at` (mirrored in `next_attempt_at`, so expired leases are found through the

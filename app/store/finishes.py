@@ -8,24 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import (
-    Integer,
-    and_,
-    bindparam,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Integer, and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.store.models import (
-    ATTEMPTS_TABLE,
-    JOBS_TABLE,
-    JobStatus,
-    PassbackJob,
-)
+from app.store.models import ATTEMPTS_TABLE, JOBS_TABLE, JobStatus, PassbackJob
 from app.store.types import ExactDecimal
 
 

@@ -12,29 +12,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import (
-    and_,
-    bindparam,
-    exists,
-    func,
-    insert,
-    inspect,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import and_, bindparam, exists, func, insert, inspect, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from app.store.models import (
-    JOBS_TABLE,
-    JobKind,
-    JobStatus,
-    PassbackJob,
-    PassbackMode,
-    job_origin,
-)
+from app.store.models import JOBS_TABLE, JobKind, JobStatus, PassbackJob, PassbackMode, job_origin
 
 
 def pair_key(lineitem_url: str, lti_user_id: str) -> str:
@@ -174,7 +156,7 @@ async def enqueue_job(
     enqueuers of one pair must hold `lock_pairs`.
 
     (Event intake on PostgreSQL queues automatic jobs in its batch statement, by the same
-    rules written in SQL: app/store/events.py `_RECORD_EVENTS`.)
+    rules written in SQL: app/store/event_batch.py `_RECORD_EVENTS`.)
     """
     key = pair_key(new.lineitem_url, new.lti_user_id)
     surely, possibly, latest = await _earlier_passbacks_of_same_submission(
