@@ -15,7 +15,7 @@ from app.context import AppContext
 from app.delivery import DeliveryEngine
 from app.demo import DEMO_TEACHER_ID
 from app.development import mint_teacher_token, teacher_page_url
-from app.intake.events import Organization
+from app.intake.event_in import Organization
 from app.intake.formatives import FormativePut, RosterClass, RosterStudent, put_formative
 from app.main import create_app
 from app.registry import PlatformCreate, RegistryError, register_platform

@@ -16,14 +16,8 @@ from pydantic import BaseModel, ValidationError
 from app.api.auth import BEARER_SECURITY, caller_with_scope
 from app.api.problems import ProblemError, problem_responses
 from app.context import AppContext
-from app.intake.events import (
-    Decision,
-    EventDecision,
-    EventIdReusedError,
-    MalformedJsonError,
-    SubmissionEventIn,
-    parse_json_exactly,
-)
+from app.intake.event_in import MalformedJsonError, SubmissionEventIn, parse_json_exactly
+from app.intake.events import Decision, EventDecision, EventIdReusedError
 
 router = APIRouter(prefix="/v1", tags=["events"])
 JSON_MEDIA_TYPE = "application/json"

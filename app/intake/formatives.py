@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.intake.events import Organization
+from app.intake.event_in import Organization
 from app.intake.schemas import FormativeId
 from app.store import formatives as store
 

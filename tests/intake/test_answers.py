@@ -8,14 +8,8 @@ from hypothesis import strategies as st
 
 from app.grading.eligibility import Eligibility
 from app.grading.reasons import ReasonCode, reason
-from app.intake.events import (
-    Decision,
-    EventDecision,
-    SubmissionEventIn,
-    _answer,
-    parse_json_exactly,
-    request_digest,
-)
+from app.intake.event_in import SubmissionEventIn, parse_json_exactly, request_digest
+from app.intake.events import Decision, EventDecision, _answer
 from app.intake.schemas import ReasonOut
 
 event_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40)

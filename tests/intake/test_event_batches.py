@@ -14,13 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, DBAPIError
 
 from app.context import AppContext
-from app.intake.events import (
-    Decision,
-    EventAnswer,
-    EventIdReusedError,
-    SubmissionEventIn,
-    receive_events,
-)
+from app.intake.event_in import SubmissionEventIn
+from app.intake.events import Decision, EventAnswer, EventIdReusedError, receive_events
 from app.store.models import Formative, PassbackJob, StudentWork, SubmissionEvent
 from tests.api.canvas_world import event
 from tests.support.launches import ensure_platform, launch_from_assignment

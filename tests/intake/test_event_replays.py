@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 
 from app.context import AppContext
-from app.intake.events import SubmissionEventIn, parse_json_exactly, request_digest, value_digest
+from app.intake.event_in import (
+    SubmissionEventIn,
+    parse_json_exactly,
+    request_digest,
+    value_digest,
+)
 from app.store.models import SubmissionEvent
 from tests.api.canvas_world import EVENTS, SUBMITTED_EVENT
 

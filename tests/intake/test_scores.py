@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from pydantic_core import PydanticKnownError
 
-from app.intake.events import SubmissionEventIn, _checked_score, _exact_score
+from app.intake.event_in import SubmissionEventIn, _checked_score, _exact_score
 from tests.api.canvas_world import event
 
 
