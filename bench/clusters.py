@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ async def scenario(
     engine = DeliveryEngine(context)
     started_at = datetime.now(UTC)
     started, cpu = time.perf_counter(), time.process_time()
+    samples: list[tuple[int, int]] = []
     await engine.start()
     try:
         while True:
@@ -139,6 +141,14 @@ async def scenario(
                 )
             if not left:
                 break
+            bucket_map = engine.bucket_map(platform.id)
+            if bucket_map is not None:
+                samples.append(
+                    (
+                        sum(lane.sent for lane in bucket_map.hosts.values()),
+                        sum(lane.jobs for lane in bucket_map.hosts.values()),
+                    )
+                )
             await asyncio.sleep(0.25)  # seldom: this loop's CPU is counted as the service's
     finally:
         cpu = time.process_time() - cpu
@@ -185,7 +195,9 @@ async def scenario(
         regroups=bucket_map.regroups if bucket_map else 0,
         lanes=lanes,
         queries=f"{engine.stats.claim_queries} claim queries, {engine.stats.write_batches} "
-        "write batches",
+        f"write batches; in flight (median of samples): requests "
+        f"{statistics.median(s[0] for s in samples or [(0, 0)]):.1f}, jobs "
+        f"{statistics.median(s[1] for s in samples or [(0, 0)]):.1f}",
     )
 
 
