@@ -246,6 +246,14 @@ async def _insert_job(session: AsyncSession, job: PassbackJob) -> None:
 
 _jobs = cast(Table, PassbackJob.__table__)
 _attempts = cast(Table, JobAttempt.__table__)
+# Other rows of the table in the claim's and the supersession's subqueries. Made once: an
+# alias builds a proxy of every column on first use, which cost more CPU than the rest of a
+# claim when each call made its own.
+_SIBLING = aliased(PassbackJob, name="sibling")
+_ELDER = aliased(PassbackJob, name="elder")
+_NEWEST = aliased(PassbackJob, name="newest")
+_CLAIMED = aliased(PassbackJob, name="claimed")
+_NEWER = aliased(PassbackJob, name="newer")
 
 LEASE_EXPIRED = "lease_expired"
 
@@ -341,8 +349,7 @@ async def claim_jobs(
     its start, which serialises claimers. A leased row that cannot be read back is
     quarantined rather than returned. The caller commits.
     """
-    sibling = aliased(PassbackJob)
-    elder = aliased(PassbackJob)
+    sibling, elder = _SIBLING, _ELDER
     sibling_in_flight = exists().where(
         sibling.pair_key == PassbackJob.pair_key, sibling.status == JobStatus.in_flight
     )
@@ -419,8 +426,7 @@ async def _supersede_claimed_by_newer_pending(
     jobs superseded (no longer leased)."""
     if not job_ids:
         return set()
-    newest = aliased(PassbackJob)
-    claimed = aliased(PassbackJob)
+    newest, claimed = _NEWEST, _CLAIMED
     newest_pending = (
         select(func.max(newest.id))
         .where(newest.pair_key == PassbackJob.pair_key, newest.status == JobStatus.pending)
@@ -745,7 +751,7 @@ async def _confirm_superseded(session: AsyncSession, job_ids: Sequence[int]) -> 
     same pair whose timestamp is not earlier (it becomes `superseded_by`). Otherwise the
     older grade in the platform is not ours, or not newer: the job fails (`platform_rejected`,
     the platform's words kept), so the teacher is told it did not land (SPEC §2.4)."""
-    newer = aliased(PassbackJob)
+    newer = _NEWER
     newest_delivered = (
         select(func.max(newer.id))
         .where(
