@@ -156,9 +156,6 @@ def outbound_http_client(
     )
 
 
-_ANSWER_CHUNK = 64 * 1024
-
-
 class AnswerHeaders(Mapping[str, str]):
     """An answer's headers by lower-case name, repeated headers joined with ", " (as httpx
     reads them)."""
@@ -296,10 +293,11 @@ class PlatformHttp:
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", "deflate"):
+            response.close()
             raise httpx.DecodingError(f"unsupported content-encoding {encoding!r}")
         declared = response.headers.get("content-length", "")
         if encoding == "identity" and declared.isdigit() and int(declared) > self._max_bytes:
-            response.close()
+            response.close()  # not read: the connection goes
             raise AnswerTooLarge(response.status, self._max_bytes)
         decoder = None if encoding == "identity" else _Decoder(encoding)
         parts: list[bytes] = []
