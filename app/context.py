@@ -36,12 +36,11 @@ from app.tool_keys import key_encryption_key, load_keys, refresh_keyring
 
 log = logging.getLogger("passback.keys")
 
-AGS_HTTP_CLIENTS = 16
 QUEUE_FIGURES_MAX_AGE_SECONDS = 5.0
 """`/metrics` reads the queue (a GROUP BY over the jobs) at most this often per instance."""
 READINESS_MAX_AGE_SECONDS = 1.0
 READINESS_TIMEOUT_SECONDS = 3.0
-AGS_CONNECTIONS_PER_CLIENT = 16
+AGS_CONNECTIONS = 256
 
 
 def new_instance_id() -> str:
@@ -80,9 +79,8 @@ class AppContext:
     """Rung after a job is enqueued, so this instance's workers start at once."""
     tokens: TokenCache = field(init=False)
     """Access tokens per (platform, scope set), shared by every delivery and preview."""
-    ags_http: tuple[httpx.AsyncClient, ...] = field(init=False)
-    """Clients for AGS calls: several small pools instead of one big one, because httpx scans
-    every connection of a pool for each request (quadratic in the pool's size)."""
+    ags_http: lti_http.PlatformHttp = field(init=False)
+    """The client for AGS calls, the hot path of delivery (app.lti.http)."""
     ags: AgsClient = field(init=False)
     events: EventIntake = field(init=False)
     """Submission events in, written in batches."""
@@ -101,12 +99,13 @@ class AppContext:
             clock=self.clock,
             metrics=self.metrics,
         )
-        certificates = httpx.create_ssl_context()  # loaded once, shared by the clients
-        self.ags_http = tuple(
-            outbound_http_client(
-                self.settings, max_connections=AGS_CONNECTIONS_PER_CLIENT, verify=certificates
-            )
-            for _ in range(AGS_HTTP_CLIENTS)
+        self.ags_http = lti_http.PlatformHttp(
+            connect_timeout=self.settings.http_connect_timeout,
+            read_timeout=self.settings.http_read_timeout,
+            max_answer_bytes=self.settings.http_max_answer_bytes,
+            max_connections=AGS_CONNECTIONS,
+            verify=httpx.create_ssl_context(),  # the certificates httpx's clients trust
+            insecure_hosts=insecure_hosts,
         )
         self.ags = AgsClient(
             self.ags_http, self.tokens, insecure_hosts=insecure_hosts, clock=self.clock
@@ -185,7 +184,6 @@ class AppContext:
             self._following_keys.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._following_keys
-        for client in self.ags_http:
-            await client.aclose()
+        await self.ags_http.aclose()
         await self.http.aclose()
         await self.engine.dispose()

@@ -105,6 +105,19 @@ def _log_outcome(finish: finishes.JobFinish) -> None:
     )
 
 
+def _kept_for_rest(lane: HostLane, finish: finishes.JobFinish, now: datetime) -> finishes.JobFinish:
+    """A job that goes on, of a host that rests now: its next try when the rest ends."""
+    resting_until = lane.resting_until
+    if (
+        not finish.is_final
+        and resting_until is not None
+        and lane.resting(now)
+        and finish.next_attempt_at < resting_until
+    ):
+        return dataclasses.replace(finish, next_attempt_at=resting_until)
+    return finish
+
+
 def owner_id(instance_id: str) -> str:
     """A lease owner unique to one engine, even when one instance runs several."""
     suffix = uuid.uuid4().hex[:8]
@@ -129,6 +142,9 @@ class DeliveryEngine:
         self._platforms: dict[str, _CachedPlatform] = {}
         self._attempts: dict[asyncio.Task[None], Attempt] = {}
         self._results: list[finishes.JobFinish] = []
+        self._lanes_of_results: dict[int, HostLane] = {}
+        """The lane of each result waiting to be written: a rest that began after the result
+        was recorded, and after the rest's jobs were deferred, must still hold it back."""
         self._writing: list[finishes.JobFinish] = []
         self._results_ready = asyncio.Event()
         self._changed = asyncio.Event()
@@ -341,15 +357,7 @@ class DeliveryEngine:
             self._context.metrics.host_rested()
         if until is not None or (rests and not lane.rests):
             self._log_host(lane, until, outcomes)
-        resting_until = lane.resting_until
-        if (
-            not finish.is_final
-            and resting_until is not None
-            and lane.resting(now)
-            and finish.next_attempt_at < resting_until
-        ):
-            finish = dataclasses.replace(finish, next_attempt_at=resting_until)
-        return finish
+        return _kept_for_rest(lane, finish, now)
 
     @staticmethod
     def _log_host(lane: HostLane, until: datetime | None, outcomes: list[Outcome]) -> None:
@@ -478,6 +486,7 @@ class DeliveryEngine:
             waited = (finish.at - attempt.job.created_at).total_seconds()
             metrics.job_finished(finish.status.value, finish.outcome_code, waited)
         _log_outcome(finish)
+        self._lanes_of_results[finish.job_id] = lane
         self._record(finish)
 
     def _record(self, finish: finishes.JobFinish) -> None:
@@ -589,6 +598,12 @@ class DeliveryEngine:
         if not batch:
             self._writer_idle.set()
             return
+        now = self._context.clock()
+        lanes = self._lanes_of_results
+        batch = [
+            _kept_for_rest(lanes[finish.job_id], finish, now) if finish.job_id in lanes else finish
+            for finish in batch
+        ]
         self._writing = batch
         try:
             async with transaction(self._context.sessions) as session:
@@ -599,6 +614,8 @@ class DeliveryEngine:
             raise
         finally:
             self._writing = []
+        for finish in batch:
+            lanes.pop(finish.job_id, None)
         self.stats.write_batches += 1
         if not self._results:
             self._writer_idle.set()

@@ -8,7 +8,6 @@ score posts are not — each post is an attempt the delivery engine records and 
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
@@ -39,6 +38,7 @@ from app.lti.ags_documents import (
     results_url,
     score_payload,
 )
+from app.lti.http import PlatformAnswer, PlatformHttp
 from app.lti.outcomes import (
     Action,
     FailureCode,
@@ -63,6 +63,7 @@ from app.lti.urls import UnsafeUrlError, check_outbound_url, service_url
 
 MAX_PAGES = 1000
 SAFE_ORIGINS_REMEMBERED = 1024
+SENDABLE_URLS_REMEMBERED = 4096
 SCOPES_REFUSED_MEMORY_SECONDS = 3600.0
 """How long a registration whose key lacks an optional scope is asked for the others only."""
 
@@ -153,21 +154,18 @@ class AgsClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient | Sequence[httpx.AsyncClient],
+        http: PlatformHttp,
         tokens: TokenCache,
         *,
         insecure_hosts: Iterable[str] = (),
         clock: Clock = utc_now,
         retry: RequestRetry | None = None,
     ) -> None:
-        clients = (http,) if isinstance(http, httpx.AsyncClient) else tuple(http)
-        if not clients:
-            raise ValueError("AgsClient needs at least one HTTP client")
-        # Requests go round the clients, so each pool stays small (see AppContext.ags_http).
-        self._clients = itertools.cycle(clients)
+        self._http = http
         self._tokens = tokens
         self._insecure_hosts = tuple(insecure_hosts)
         self._safe_origins: set[tuple[str, str, tuple[str, ...]]] = set()
+        self._sendable_urls: set[str] = set()
         self._clock = clock
         self._retry = retry or RequestRetry()
         self._without_optional: dict[tuple[str, str], float] = {}
@@ -214,7 +212,7 @@ class AgsClient:
         Raises AgsError when it cannot be read (the key lacks `result.readonly`: code
         `scope_not_granted`; refused; unusable).
         """
-        url = _service(results_url, lineitem_url, user_id)
+        url = self._service(results_url, lineitem_url, user_id)
         exchanges: list[Exchange] = []
 
         async def read_once() -> ResultRead:
@@ -251,7 +249,7 @@ class AgsClient:
         `scope_not_granted`; refused; unusable).
         """
         results: list[Result] = []
-        url: str | None = _service(service_url, lineitem_url, "results")
+        url: str | None = self._service(service_url, lineitem_url, "results")
         seen: set[str] = set()
         while url is not None and url not in seen and len(seen) < MAX_PAGES:
             seen.add(url)
@@ -334,7 +332,7 @@ class AgsClient:
             registration,
             scopes,
             "POST",
-            _service(service_url, lineitem_url, "scores"),
+            self._service(service_url, lineitem_url, "scores"),
             accept="application/json",
             content=content,
             content_type=MEDIA_SCORE,
@@ -356,21 +354,21 @@ class AgsClient:
         after_unknown: bool = False,
         gate: RequestGate = UNGATED,
         needs: str | None = None,
-    ) -> list[tuple[Exchange, httpx.Response | None]]:
+    ) -> list[tuple[Exchange, PlatformAnswer | None]]:
         """Send with a token; on a generic 401, once more with a fresh token. `needs`: an
         optional scope the call cannot do without."""
         self._check_url(registration, url)
-        made: list[tuple[Exchange, httpx.Response | None]] = []
+        made: list[tuple[Exchange, PlatformAnswer | None]] = []
         for resend in (False, True):
             token = await self._token(registration, scopes, made, needs)
             headers = {"Authorization": f"Bearer {token.value}", "Accept": accept}
             if content_type is not None:
                 headers["Content-Type"] = content_type
-            response: httpx.Response | None = None
+            response: PlatformAnswer | None = None
             async with gate.slot():
                 started_at = self._clock()
                 try:
-                    response = await next(self._clients).request(
+                    response = await self._http.request(
                         method, url, content=content, headers=headers
                     )
                 except (httpx.InvalidURL, UnicodeError) as exc:
@@ -403,7 +401,7 @@ class AgsClient:
         """The SSRF guard; its verdict depends only on the origin, so it is remembered. A URL
         httpx would refuse to send (a tab in it, a port out of range) is refused first."""
         try:
-            httpx.URL(url)
+            self._sendable(url)
             parts = urlsplit(url)
         except (httpx.InvalidURL, ValueError) as exc:
             raise AgsError(_unusable_url(url, exc)) from exc
@@ -422,11 +420,31 @@ class AgsClient:
             self._safe_origins.clear()
         self._safe_origins.add(key)
 
+    def _sendable(self, url: str) -> None:
+        """Raises httpx.InvalidURL for a URL httpx would not send. Those it would are
+        remembered (a line item's URLs serve each of its students; parsing costs CPU)."""
+        if url in self._sendable_urls:
+            return
+        httpx.URL(url)
+        if len(self._sendable_urls) >= SENDABLE_URLS_REMEMBERED:
+            self._sendable_urls.clear()
+        self._sendable_urls.add(url)
+
+    def _service(self, build: Callable[[str, str], str], lineitem_url: str, argument: str) -> str:
+        """A service URL built from a line item URL, or AgsError when that URL cannot be one
+        (urlsplit would quietly drop a tab that httpx refuses: the line item URL is checked as
+        is)."""
+        try:
+            self._sendable(lineitem_url)
+            return build(lineitem_url, argument)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise AgsError(_unusable_url(lineitem_url, exc)) from exc
+
     async def _token(
         self,
         registration: Registration,
         scopes: Sequence[str],
-        made: Sequence[tuple[Exchange, httpx.Response | None]],
+        made: Sequence[tuple[Exchange, PlatformAnswer | None]],
         needs: str | None = None,
     ) -> AccessToken:
         """A token for `scopes`, or for those not optional when the key refuses those."""
@@ -453,22 +471,12 @@ def _unusable_url(url: str, error: Exception) -> Outcome:
     return failure(FailureCode.url_not_allowed, f"{url[:300]!r} is not a usable URL: {error}")
 
 
-def _service(build: Callable[[str, str], str], lineitem_url: str, argument: str) -> str:
-    """A service URL built from a line item URL, or AgsError when that URL cannot be one
-    (urlsplit would quietly drop a tab that httpx refuses: the line item URL is checked as is)."""
-    try:
-        httpx.URL(lineitem_url)
-        return build(lineitem_url, argument)
-    except (httpx.InvalidURL, ValueError) as exc:
-        raise AgsError(_unusable_url(lineitem_url, exc)) from exc
-
-
 A = TypeVar("A")
 
 
 def _read(
     reader: Callable[[str, str], A],
-    response: httpx.Response,
+    response: PlatformAnswer,
     argument: str,
     what: str,
     exchanges: list[Exchange],

@@ -1,12 +1,17 @@
 """The SSRF guard at connection time: the address a call actually connects to is checked.
 
 Checking a URL's host name is not enough: a name on an allowed host pattern may resolve to
-127.0.0.1 or 169.254.169.254 (or start to, between the check and the call). Every outbound
-client (tokens, AGS, results, JWKS) connects through `GuardedNetworkBackend`: it resolves the
-name itself, refuses when any address is internal (`is_public_address`) unless the *name* is
+127.0.0.1 or 169.254.169.254 (or start to, between the check and the call). The httpx clients
+(tokens, JWKS, registration) connect through `GuardedNetworkBackend`: it resolves the name
+itself, refuses when any address is internal (`is_public_address`) unless the *name* is
 one of the insecure hosts, and connects to the checked address. TLS still verifies the
 certificate and sends SNI for the name (httpcore starts TLS with the URL's host), and
 connections are pooled per origin as before.
+
+The AGS calls (app.lti.http.PlatformHttp, on aiohttp) connect through `GuardedResolver`, the
+same check as aiohttp's resolver: aiohttp connects to the addresses it returns, with TLS
+verifying the name. aiohttp does not ask a resolver about an address literal, so
+`refuse_internal_literal` checks those before the call.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Iterable
 
 import httpcore
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from app.lti.urls import IpAddress, is_public_address
 
@@ -76,17 +82,8 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
                 raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
             except OSError as exc:
                 raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-            addresses = list(
-                dict.fromkeys(
-                    ipaddress.ip_address(str(entry[4][0]).split("%", 1)[0]) for entry in found
-                )
-            )
-        internal = [address for address in addresses if not is_public_address(address)]
-        if internal or not addresses:
-            raise BlockedAddressError(
-                f"{host} resolves to an internal address ({internal[0] if internal else 'none'}); "
-                "only hosts in PASSBACK_INSECURE_HOSTS may be"
-            )
+            addresses = list(dict.fromkeys(_address(entry[4][0]) for entry in found))
+        _refuse_internal(host, addresses)
         return addresses
 
     async def connect_unix_socket(
@@ -99,6 +96,71 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._network.sleep(seconds)
+
+
+def _address(sockaddr_host: str | int) -> IpAddress:
+    return ipaddress.ip_address(str(sockaddr_host).split("%", 1)[0])
+
+
+def _refuse_internal(host: str, addresses: list[IpAddress]) -> None:
+    internal = [address for address in addresses if not is_public_address(address)]
+    if internal or not addresses:
+        raise BlockedAddressError(
+            f"{host} resolves to an internal address ({internal[0] if internal else 'none'}); "
+            "only hosts in PASSBACK_INSECURE_HOSTS may be"
+        )
+
+
+class ResolveTimeout(TimeoutError):
+    """Resolving a host name took longer than the connect timeout."""
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver with the guard: the addresses of a name, refused (BlockedAddressError)
+    when any is internal, unless the name is one of the insecure hosts."""
+
+    def __init__(self, insecure_hosts: Iterable[str], *, within: float | None) -> None:
+        self._insecure_hosts = frozenset(host.lower() for host in insecure_hosts)
+        self._within = within
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._within):
+                found = await loop.getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, family=family, flags=socket.AI_ADDRCONFIG
+                )
+        except TimeoutError as exc:
+            raise ResolveTimeout(f"resolving {host} timed out") from exc
+        if host.lower() not in self._insecure_hosts:
+            _refuse_internal(host, [_address(entry[4][0]) for entry in found])
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(sockaddr[0]),
+                port=int(sockaddr[1]),
+                family=entry_family,
+                proto=proto,
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+            for entry_family, _, proto, _, sockaddr in found
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def refuse_internal_literal(host: str, insecure_hosts: frozenset[str]) -> None:
+    """An address literal that is internal, unless an insecure host: BlockedAddressError.
+    (A name is checked by `GuardedResolver` when connecting.)"""
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return
+    if host.lower() not in insecure_hosts:
+        _refuse_internal(host, [literal])
 
 
 def guarded_transport(

@@ -305,7 +305,9 @@ def is_throttled(status: int, body: str) -> bool:
     return status == 403 and THROTTLE_TEXT.lower() in body.lower()
 
 
-def _transient(status: int, message: str | None, headers: httpx.Headers, body: str) -> Outcome:
+def _transient(
+    status: int, message: str | None, headers: httpx.Headers | Mapping[str, str], body: str
+) -> Outcome:
     throttled = status == 429 or is_throttled(status, body)
     if throttled:
         code = RetryCode.rate_limited if status == 429 else RetryCode.throttled
@@ -331,7 +333,11 @@ def _is_transient_status(status: int, body: str) -> bool:
 
 
 def classify_ags_answer(
-    status: int, headers: httpx.Headers, body: str, *, after_unknown: bool = False
+    status: int,
+    headers: httpx.Headers | Mapping[str, str],
+    body: str,
+    *,
+    after_unknown: bool = False,
 ) -> Outcome:
     """An AGS answer (line item read or score post).
 

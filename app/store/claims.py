@@ -21,6 +21,14 @@ from app.store.models import ATTEMPTS_TABLE, JOBS_TABLE, JobStatus, PassbackJob
 # still the finisher's, so a worker that lost its lease cannot overwrite the new holder's work.
 
 
+# Other rows of the table in the claim's and the supersession's subqueries. Made once: an
+# alias builds a proxy of every column on first use, which cost more CPU than the rest of a
+# claim when each call made its own.
+_SIBLING = aliased(PassbackJob, name="sibling")
+_ELDER = aliased(PassbackJob, name="elder")
+_NEWEST = aliased(PassbackJob, name="newest")
+_CLAIMED = aliased(PassbackJob, name="claimed")
+
 LEASE_EXPIRED = "lease_expired"
 
 
@@ -115,8 +123,7 @@ async def claim_jobs(
     its start, which serialises claimers. A leased row that cannot be read back is
     quarantined rather than returned. The caller commits.
     """
-    sibling = aliased(PassbackJob)
-    elder = aliased(PassbackJob)
+    sibling, elder = _SIBLING, _ELDER
     sibling_in_flight = exists().where(
         sibling.pair_key == PassbackJob.pair_key, sibling.status == JobStatus.in_flight
     )
@@ -193,8 +200,7 @@ async def _supersede_claimed_by_newer_pending(
     jobs superseded (no longer leased)."""
     if not job_ids:
         return set()
-    newest = aliased(PassbackJob)
-    claimed = aliased(PassbackJob)
+    newest, claimed = _NEWEST, _CLAIMED
     newest_pending = (
         select(func.max(newest.id))
         .where(newest.pair_key == PassbackJob.pair_key, newest.status == JobStatus.pending)

@@ -135,6 +135,10 @@ async def finish_jobs(session: AsyncSession, finishes: Sequence[JobFinish]) -> N
         await session.execute(insert(ATTEMPTS_TABLE), attempts)
 
 
+_NEWER = aliased(PassbackJob, name="newer")
+"""Another row of the table in `_confirm_superseded`'s subquery, made once (an alias builds a
+proxy of every column on first use)."""
+
 NOT_SUPERSEDED = "platform_rejected"
 """What a job refused as stale becomes when no newer grade of ours is in the platform."""
 
@@ -145,7 +149,7 @@ async def _confirm_superseded(session: AsyncSession, job_ids: Sequence[int]) -> 
     same pair whose timestamp is not earlier (it becomes `superseded_by`). Otherwise the
     older grade in the platform is not ours, or not newer: the job fails (`platform_rejected`,
     the platform's words kept), so the teacher is told it did not land (SPEC §2.4)."""
-    newer = aliased(PassbackJob)
+    newer = _NEWER
     newest_delivered = (
         select(func.max(newer.id))
         .where(

@@ -219,10 +219,35 @@ async def test_a_name_that_resolves_to_an_internal_address_is_never_connected_to
     """The name passes every check on the URL (https, not an address literal, on the allowed
     hosts); what it resolves to is refused when connecting, by every outbound client."""
     url = f"https://{loopback_name()}:{listener.port}/api/lti/courses/1/line_items"
-    for client in (context.http, *context.ags_http):
-        with pytest.raises(httpx.ConnectError, match="internal address"):
-            await client.get(url)
+    with pytest.raises(httpx.ConnectError, match="internal address"):
+        await context.http.get(url)
+    with pytest.raises(httpx.ConnectError, match="internal address"):
+        await context.ags_http.request("GET", url)
     assert listener.accepted == 0
+
+
+async def test_an_internal_address_literal_that_is_not_an_insecure_host_is_never_connected_to(
+    context: AppContext,
+) -> None:
+    """aiohttp does not ask a resolver about an address literal: the AGS client checks it."""
+    counter = ConnectionCounter()
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        counter.accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.2", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for url in (f"https://127.0.0.2:{port}/x", f"http://127.0.0.2:{port}/x"):
+            with pytest.raises(httpx.ConnectError, match="internal address") as refused:
+                await context.ags_http.request("GET", url)
+            outcome = classify_transport_error(refused.value, request_sent=True)
+            assert outcome.code == FailureCode.url_not_allowed
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert counter.accepted == 0
 
 
 async def test_a_call_refused_for_an_internal_address_fails_at_once_as_url_not_allowed(
@@ -231,7 +256,7 @@ async def test_a_call_refused_for_an_internal_address_fails_at_once_as_url_not_a
     """Not a connection error retried until the deadline: the refusal repeats every time."""
     url = f"https://{loopback_name()}:{listener.port}/api/lti/courses/1/line_items"
     with pytest.raises(httpx.ConnectError) as refused:
-        await context.ags_http[0].get(url)
+        await context.ags_http.request("GET", url)
     outcome = classify_transport_error(refused.value, request_sent=True)
     assert (outcome.action, outcome.code) == (Action.failed, FailureCode.url_not_allowed)
     assert "internal address" in (outcome.message or "")
