@@ -148,7 +148,8 @@ async def test_a_failing_host_shrinks_its_own_lane_only(
     healthy_lane = engine.lane(world.platform.id, job_origin(healthy_item))
     assert failing_lane is not None and healthy_lane is not None
     policy = engine.policy.lanes
-    assert failing_lane.slots == 1
+    # Shrunk (how far depends on how many failures came before the host began to rest).
+    assert failing_lane.limit < policy.initial_limit
     assert healthy_lane.limit > policy.initial_limit
     assert healthy_lane.group.limit > policy.initial_limit
     assert JobStatus.delivered not in await statuses(world, failing_item)
