@@ -25,7 +25,7 @@ import codecs
 import json
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
@@ -84,19 +84,17 @@ class CappedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._inner.handle_async_request(request)
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
         try:
-            if encoding not in ("identity", "gzip", "deflate"):
-                raise httpx.DecodingError(f"unsupported content-encoding {encoding!r}")
-            body = await self._read(response, request, encoding)
-        except zlib.error as exc:
-            raise httpx.DecodingError(f"the answer's {encoding} data is corrupt") from exc
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            body = await read_capped(
+                response.stream, response.headers, response.status_code, self._max_bytes, request
+            )
         finally:
             await response.aclose()
         headers = [
             (name, value)
             for name, value in response.headers.multi_items()
-            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+            if name.lower() not in _BODY_HEADERS
         ]
         headers.append(("content-length", str(len(body))))
         return httpx.Response(
@@ -107,25 +105,43 @@ class CappedTransport(httpx.AsyncBaseTransport):
             request=request,
         )
 
-    async def _read(self, response: httpx.Response, request: httpx.Request, encoding: str) -> bytes:
-        declared = response.headers.get("content-length", "")
-        if encoding == "identity" and declared.isdigit() and int(declared) > self._max_bytes:
-            raise AnswerTooLarge(response.status_code, self._max_bytes, request)
-        decoder = None if encoding == "identity" else _Decoder(encoding)
-        parts: list[bytes] = []
-        size = 0
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        async for chunk in response.stream:
-            if decoder is not None:
-                chunk = decoder.decode(chunk, self._max_bytes - size)
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise AnswerTooLarge(response.status_code, self._max_bytes, request)
-            parts.append(chunk)
-        return b"".join(parts)
-
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+"""Headers of the body as sent, not as read (decompressed)."""
+
+
+async def read_capped(
+    chunks: AsyncIterable[bytes],
+    headers: Mapping[str, str],
+    status: int,
+    max_bytes: int,
+    request: httpx.Request | None = None,
+) -> bytes:
+    """An answer's whole body, decompressed: `AnswerTooLarge` past `max_bytes`, read no further
+    than that; `httpx.DecodingError` for an encoding not asked for, or corrupt data."""
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "deflate"):
+        raise httpx.DecodingError(f"unsupported content-encoding {encoding!r}")
+    declared = headers.get("content-length", "")
+    if encoding == "identity" and declared.isdigit() and int(declared) > max_bytes:
+        raise AnswerTooLarge(status, max_bytes, request)
+    decoder = None if encoding == "identity" else _Decoder(encoding)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in chunks:
+            if decoder is not None:
+                chunk = decoder.decode(chunk, max_bytes - size)
+            size += len(chunk)
+            if size > max_bytes:
+                raise AnswerTooLarge(status, max_bytes, request)
+            parts.append(chunk)
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"the answer's {encoding} data is corrupt") from exc
+    return b"".join(parts)
 
 
 def outbound_http_client(
@@ -263,23 +279,26 @@ class PlatformHttp:
         `httpx.ReadTimeout`, `httpx.RemoteProtocolError`, `httpx.DecodingError`
         (`AnswerTooLarge`), `httpx.InvalidURL`."""
         try:
-            try:
-                refuse_internal_literal(_url_host(url), self._insecure_hosts)
-                async with self._open().request(
-                    method, url, data=content, headers=headers, allow_redirects=False
-                ) as response:
-                    body = await self._read(response)
-                    return PlatformAnswer(
-                        response.status,
-                        AnswerHeaders(
-                            (name, value)
-                            for name, value in response.headers.items()
-                            if name.lower() not in _BODY_HEADERS
-                        ),
-                        body,
+            refuse_internal_literal(_url_host(url), self._insecure_hosts)
+            async with self._open().request(
+                method, url, data=content, headers=headers, allow_redirects=False
+            ) as response:
+                try:
+                    body = await read_capped(
+                        _chunks(response), response.headers, response.status, self._max_bytes
                     )
-            except zlib.error as exc:
-                raise httpx.DecodingError("the answer's compressed data is corrupt") from exc
+                except BaseException:
+                    response.close()  # what was not read never will be: the connection goes
+                    raise
+                return PlatformAnswer(
+                    response.status,
+                    AnswerHeaders(
+                        (name, value)
+                        for name, value in response.headers.items()
+                        if name.lower() not in _BODY_HEADERS
+                    ),
+                    body,
+                )
         except (httpx.HTTPError, httpx.InvalidURL):
             raise
         except BlockedAddressError as exc:
@@ -290,35 +309,10 @@ class PlatformHttp:
                 raise
             raise error from exc
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "deflate"):
-            response.close()
-            raise httpx.DecodingError(f"unsupported content-encoding {encoding!r}")
-        declared = response.headers.get("content-length", "")
-        if encoding == "identity" and declared.isdigit() and int(declared) > self._max_bytes:
-            response.close()  # not read: the connection goes
-            raise AnswerTooLarge(response.status, self._max_bytes)
-        decoder = None if encoding == "identity" else _Decoder(encoding)
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in _chunks(response):
-            if decoder is not None:
-                chunk = decoder.decode(chunk, self._max_bytes - size)
-            size += len(chunk)
-            if size > self._max_bytes:
-                response.close()  # the rest is never read: the connection goes
-                raise AnswerTooLarge(response.status, self._max_bytes)
-            parts.append(chunk)
-        return b"".join(parts)
-
     async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-
-_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
 async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
