@@ -614,8 +614,15 @@ class DeliveryEngine:
             raise
         finally:
             self._writing = []
+        now = self._context.clock()
         for finish in batch:
-            lanes.pop(finish.job_id, None)
+            lane = lanes.pop(finish.job_id, None)
+            if lane is not None and _kept_for_rest(lane, finish, now) is not finish:
+                # A rest began while this batch was written: the rest's deferral may have
+                # run before the batch committed and missed these rows (in flight then).
+                until = lane.resting_until
+                assert until is not None
+                self._deferrals[(lane.platform_id, lane.origin)] = until
         self.stats.write_batches += 1
         if not self._results:
             self._writer_idle.set()
