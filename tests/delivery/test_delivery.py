@@ -164,6 +164,7 @@ async def test_transient_failures_are_retried_until_delivered(
     expected_outcome: str,
     expected_status: int | None,
 ) -> None:
+    world.clock.freeze()  # the retry is due only when the test moves the clock
     student = world.students[0]
     await world.sandbox.admin.add_fault(path=SCORES, method="POST", remaining=2, **fault)
     job_id = await world.enqueue(student)

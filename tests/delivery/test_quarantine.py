@@ -56,6 +56,7 @@ async def test_an_unforeseen_error_is_a_crashed_attempt_with_backoff_and_one_tra
     world: World, engine: DeliveryEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="passback.delivery")
+    world.clock.freeze()  # the retries are due only when the test moves the clock
     *broken, healthy = await world.enqueue_many(world.students)
     async with world.context.engine.begin() as connection:  # a mode no release ever wrote
         await connection.execute(
