@@ -55,6 +55,21 @@ async def until(
         await asyncio.sleep(0.02)
 
 
+async def failing_and_healthy(
+    context: AppContext, sandbox: RunningSandbox, *, latency_ms: int = 0
+) -> tuple[World, CanvasHost, str, str]:
+    """A world of 30 students (no throttle) with an assignment on a host answering 500 to
+    every AGS call and one on a healthy host: the world, the failing host, the line items."""
+    world = await make_world(context, sandbox, students=30)
+    await sandbox.admin.set_throttle(enabled=False)
+    failing, healthy = sandbox.hosts[2], sandbox.hosts[3]
+    failing_item = await line_item_on(world, failing, "Failing")
+    healthy_item = await line_item_on(world, healthy, "Healthy")
+    rule = {"kind": "error", "status": 500, "host": failing.netloc, "path": "^/api/lti/"}
+    await sandbox.admin.set_faults(latency_ms=latency_ms, rules=[rule])
+    return world, failing, failing_item, healthy_item
+
+
 def sent_to(requests: list[dict[str, Any]], host: CanvasHost) -> list[dict[str, Any]]:
     return [request for request in requests if request["request_headers"]["host"] == host.netloc]
 
@@ -126,14 +141,8 @@ async def test_two_hosts_on_one_cluster_end_in_one_group_and_are_seldom_throttle
 async def test_a_failing_host_shrinks_its_own_lane_only(
     lti_context: AppContext, sandbox: RunningSandbox
 ) -> None:
-    world = await make_world(lti_context, sandbox, students=30)
-    await sandbox.admin.set_throttle(enabled=False)
-    failing, healthy = sandbox.hosts[2], sandbox.hosts[3]
-    failing_item = await line_item_on(world, failing, "Failing")
-    healthy_item = await line_item_on(world, healthy, "Healthy")
-    await sandbox.admin.set_faults(
-        latency_ms=20,
-        rules=[{"kind": "error", "status": 500, "host": failing.netloc, "path": "^/api/lti/"}],
+    world, _, failing_item, healthy_item = await failing_and_healthy(
+        lti_context, sandbox, latency_ms=20
     )
     await enqueue_for(world, failing_item)
     await enqueue_for(world, healthy_item)
@@ -158,13 +167,7 @@ async def test_a_failing_host_shrinks_its_own_lane_only(
 async def test_a_host_that_answers_nothing_usable_rests_with_its_jobs_in_the_database(
     lti_context: AppContext, sandbox: RunningSandbox
 ) -> None:
-    world = await make_world(lti_context, sandbox, students=30)
-    await sandbox.admin.set_throttle(enabled=False)
-    failing, healthy = sandbox.hosts[2], sandbox.hosts[3]
-    failing_item = await line_item_on(world, failing, "Failing")
-    healthy_item = await line_item_on(world, healthy, "Healthy")
-    rule = {"kind": "error", "status": 500, "host": failing.netloc, "path": "^/api/lti/"}
-    await sandbox.admin.set_faults(rules=[rule])
+    world, failing, failing_item, healthy_item = await failing_and_healthy(lti_context, sandbox)
     world.clock.freeze()  # retries come due, and the rest ends, when the test moves the clock
     failing_jobs = await enqueue_for(world, failing_item)
     await enqueue_for(world, healthy_item)

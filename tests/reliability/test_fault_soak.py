@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,10 +24,8 @@ from app.context import AppContext
 from app.delivery import DeliveryEngine
 from app.sandbox import SandboxConfig
 from app.sandbox.config import ThrottleSettings
-from app.store.migrate import upgrade_to_head_async
 from app.store.models import JobAttempt, JobStatus, PassbackJob
-from tests.conftest import make_settings
-from tests.lti.world import build_context, make_world, quick_policy
+from tests.lti.world import make_world, quick_policy
 from tests.reliability.figures import Figures
 from tests.support.sandbox import RunningSandbox, run_sandbox
 
@@ -58,20 +55,6 @@ async def canvas() -> AsyncIterator[RunningSandbox]:
     async with run_sandbox(SandboxConfig(throttle=ThrottleSettings())) as sandbox:
         await sandbox.admin.set_faults(latency_ms=25, rules=FAULTS, seed=7)
         yield sandbox
-
-
-@pytest.fixture
-async def soak_context(
-    postgres_url: str, canvas: RunningSandbox, tmp_path: Path, tool_keys_dir: Path
-) -> AsyncIterator[AppContext]:
-    await upgrade_to_head_async(postgres_url)
-    settings = make_settings(postgres_url, tmp_path, tool_keys_dir, http_read_timeout=0.5)
-    context = build_context(settings, canvas.clock)
-    await context.load_tool_keys()
-    try:
-        yield context
-    finally:
-        await context.close()
 
 
 def refused_by_bucket(request: dict[str, Any]) -> bool:

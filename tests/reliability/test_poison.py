@@ -9,16 +9,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from app.context import AppContext
 from app.delivery import DeliveryEngine
-from app.store.migrate import upgrade_to_head_async
 from app.store.models import JobStatus, PassbackJob
-from tests.conftest import make_settings
-from tests.lti.world import build_context, make_world, quick_policy
+from tests.lti.world import make_world, quick_policy
 from tests.reliability.poison import (
     attempts_by_job,
     bad_platforms,
@@ -55,25 +52,11 @@ async def canvas() -> AsyncIterator[RunningSandbox]:
         yield sandbox
 
 
-@pytest.fixture
-async def poison_context(
-    postgres_url: str, canvas: RunningSandbox, tmp_path: Path, tool_keys_dir: Path
-) -> AsyncIterator[AppContext]:
-    await upgrade_to_head_async(postgres_url)
-    settings = make_settings(postgres_url, tmp_path, tool_keys_dir, http_read_timeout=0.5)
-    context = build_context(settings, canvas.clock)
-    await context.load_tool_keys()
-    try:
-        yield context
-    finally:
-        await context.close()
-
-
 @pytest.mark.timeout(180)
 async def test_garbage_platforms_and_an_unreadable_row_never_hold_up_a_healthy_canvas(
-    poison_context: AppContext, canvas: RunningSandbox
+    soak_context: AppContext, canvas: RunningSandbox
 ) -> None:
-    context = poison_context
+    context = soak_context
     world = await make_world(context, canvas, students=HEALTHY_STUDENTS)
     # Each bad platform in a process of its own (making garbage costs the test's process
     # nothing), but the one whose posts are counted.
@@ -129,9 +112,9 @@ async def test_garbage_platforms_and_an_unreadable_row_never_hold_up_a_healthy_c
 
 @pytest.mark.timeout(120)
 async def test_a_job_answered_garbage_until_its_deadline_fails_as_unavailable(
-    poison_context: AppContext, canvas: RunningSandbox
+    soak_context: AppContext, canvas: RunningSandbox
 ) -> None:
-    context = poison_context
+    context = soak_context
     async with bad_platforms(context, ["points_1e400"]) as [bad]:
         await enqueue_bad(context, bad, 1)
         engine = DeliveryEngine(context, policy=quick_policy())

@@ -16,16 +16,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from app.context import AppContext
 from app.delivery import DeliveryEngine
-from app.store.migrate import upgrade_to_head_async
 from app.store.models import JobStatus
-from tests.conftest import make_settings
-from tests.lti.world import build_context, make_world, quick_policy
+from tests.lti.world import make_world, quick_policy
 from tests.reliability.figures import Figures
 from tests.reliability.poison import (
     BadPlatform,
@@ -60,20 +57,6 @@ async def canvas() -> AsyncIterator[RunningSandbox]:
         await sandbox.admin.set_throttle(enabled=False)
         await sandbox.admin.set_faults(latency_ms=50)
         yield sandbox
-
-
-@pytest.fixture
-async def soak_context(
-    postgres_url: str, canvas: RunningSandbox, tmp_path: Path, tool_keys_dir: Path
-) -> AsyncIterator[AppContext]:
-    await upgrade_to_head_async(postgres_url)
-    settings = make_settings(postgres_url, tmp_path, tool_keys_dir, http_read_timeout=0.5)
-    context = build_context(settings, canvas.clock)
-    await context.load_tool_keys()
-    try:
-        yield context
-    finally:
-        await context.close()
 
 
 @asynccontextmanager
