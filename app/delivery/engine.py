@@ -332,16 +332,21 @@ class DeliveryEngine:
         leaves them alone; the database keeps the rest across a restart)."""
         if not self._deferrals:
             return
-        deferrals = dict(self._deferrals)
+        # Taken, not copied: a deferral queued again while this one runs (a batch of results
+        # that committed after this UPDATE's snapshot) must stay queued, even for the same end.
+        deferrals, self._deferrals = self._deferrals, {}
         now = self._context.clock()
-        async with transaction(self._context.sessions) as session:
-            for (platform_id, origin), until in deferrals.items():
-                await claims.defer_lane(
-                    session, platform_id=platform_id, origin=origin, until=until, now=now
-                )
-        for key, until in deferrals.items():
-            if self._deferrals.get(key) == until:
-                del self._deferrals[key]
+        try:
+            async with transaction(self._context.sessions) as session:
+                for (platform_id, origin), until in deferrals.items():
+                    await claims.defer_lane(
+                        session, platform_id=platform_id, origin=origin, until=until, now=now
+                    )
+        except BaseException:
+            for key, until in deferrals.items():
+                queued = self._deferrals.get(key)
+                self._deferrals[key] = until if queued is None else max(queued, until)
+            raise
 
     def _judge_host(
         self, lane: HostLane, attempt: Attempt, finish: finishes.JobFinish

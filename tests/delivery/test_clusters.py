@@ -9,7 +9,10 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
+
+from sqlalchemy import event
 
 from app.context import AppContext
 from app.delivery import DeliveryEngine
@@ -249,3 +252,28 @@ async def test_the_engine_holds_a_bounded_number_of_a_stalled_hosts_jobs(
     assert len(waiting_in_database) >= len(stalled_jobs) - bound
     lane = engine.lane(world.platform.id, job_origin(stalled_item))
     assert lane is not None and lane.limit < engine.policy.lanes.initial_limit
+
+
+async def test_a_rest_deferral_asked_again_while_one_is_written_is_not_lost(
+    context: AppContext,
+) -> None:
+    """A batch of results that commits while a rest's deferral runs asks for the deferral
+    again (its rows were in flight in the UPDATE's snapshot); that second ask must stay queued
+    even though it names the same end (it was dropped as done: a race CI found)."""
+    engine = DeliveryEngine(context, policy=quick_policy())
+    lane = ("platform", "https://canvas.example:443")
+    until = context.clock() + timedelta(seconds=REST)
+    engine._deferrals[lane] = until
+
+    def ask_again(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE PASSBACK_JOBS"):
+            engine._deferrals[lane] = until  # the writer, having committed meanwhile
+
+    event.listen(context.engine.sync_engine, "before_cursor_execute", ask_again)
+    try:
+        await engine._defer_resting()
+    finally:
+        event.remove(context.engine.sync_engine, "before_cursor_execute", ask_again)
+    assert engine._deferrals == {lane: until}
+    await engine._defer_resting()
+    assert engine._deferrals == {}
