@@ -32,11 +32,11 @@ from enum import Enum
 
 from app.clock import Clock
 from app.delivery.policy import DeliveryPolicy
+from app.delivery.reads import JoinedReadError, LineItemReads
 from app.grading.score import GradeMode, GradeSpec, ScoreToSend, score_to_send
 from app.lti.ags import UNGATED, AgsClient, AgsError, Exchange, RequestGate
 from app.lti.ags_documents import LineItem, Result, Score, iso_millis
 from app.lti.outcomes import MESSAGE_LIMIT, Action, FailureCode, Outcome
-from app.lti.tokens import Registration
 from app.store.finishes import AttemptRecord, JobFinish
 from app.store.models import JobKind, JobStatus, PassbackJob, Platform
 
@@ -77,51 +77,6 @@ class PlatformInfo:
             allowed_hosts=tuple(platform.allowed_hosts or ()),
             active=bool(platform.active),
         )
-
-
-class JoinedReadError(AgsError):
-    """A shared line item read failed; its requests were made (and are counted) by the
-    delivery that started it."""
-
-    def __init__(self, error: AgsError) -> None:
-        super().__init__(error.outcome, error.exchanges)
-
-
-class SharedReads:
-    """Line item reads shared by the deliveries that want the same one at the same moment.
-
-    Only reads in progress are shared, never kept: each delivery gets points read after it
-    started, so a points change in Canvas is honoured by every delivery that follows it.
-    """
-
-    def __init__(self, ags: AgsClient) -> None:
-        self._ags = ags
-        self._reading: dict[tuple[str, str], asyncio.Task[LineItem]] = {}
-
-    async def read(
-        self, platform: Registration, lineitem_url: str, gate: RequestGate = UNGATED
-    ) -> LineItem:
-        key = (platform.id, lineitem_url)
-        task = self._reading.get(key)
-        if task is None:
-            task = asyncio.create_task(self._ags.read_line_item(platform, lineitem_url, gate=gate))
-            self._reading[key] = task
-            task.add_done_callback(lambda done: self._forget(key, done))
-            joined = False
-        else:
-            joined = True
-        try:
-            return await asyncio.shield(task)
-        except AgsError as error:
-            if joined:
-                raise JoinedReadError(error) from error
-            raise
-
-    def _forget(self, key: tuple[str, str], done: asyncio.Task[LineItem]) -> None:
-        if self._reading.get(key) is done:
-            del self._reading[key]
-        if not done.cancelled():
-            done.exception()  # retrieved here, so an unwatched failure is not reported as lost
 
 
 class TracebackOnce:
@@ -247,7 +202,7 @@ class Attempt:
         *,
         owner: str,
         ags: AgsClient,
-        reads: SharedReads,
+        reads: LineItemReads,
         clock: Clock,
         policy: DeliveryPolicy,
         gate: RequestGate = UNGATED,
@@ -276,6 +231,9 @@ class Attempt:
         """What the next post says."""
         self._points: Decimal | None = None
         self._score: ScoreToSend | None = None
+        self._queued_at = job.created_at if job.attempt_count == 0 else None
+        """A first try may use a line item read begun after the job was queued
+        (app.delivery.reads); a retry reads again."""
 
     async def run(self) -> JobFinish:
         """Deliver; whatever goes wrong ends this attempt as a recorded try with backoff."""
@@ -331,7 +289,9 @@ class Attempt:
     async def _read_line_item(self, platform: PlatformInfo) -> LineItem | _Verdict:
         while True:
             try:
-                line_item = await self._reads.read(platform, self.job.lineitem_url, self._gate)
+                line_item = await self._reads.read(
+                    platform, self.job.lineitem_url, self._gate, queued_at=self._queued_at
+                )
                 self.progress.holding = False
                 return line_item
             except AgsError as error:

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, SharedReads, TracebackOnce
+from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, TracebackOnce
 from app.delivery.health import DatabaseHealth
 from app.delivery.lanes import BucketMap, HostLane, Slots
 from app.delivery.policy import DeliveryPolicy
+from app.delivery.reads import LineItemReads
 from app.logs import job_id_var
 from app.lti.outcomes import Outcome
 from app.store import claims, finishes
@@ -151,7 +152,7 @@ class DeliveryEngine:
         self._stopping = asyncio.Event()
         self._writer_idle = asyncio.Event()
         self._writer_idle.set()
-        self._reads = SharedReads(context.ags)
+        self._reads = LineItemReads(context.ags, context.clock, keep=self.policy.line_item_keep)
         self._tracebacks = TracebackOnce()
         self._runner: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None

@@ -341,8 +341,14 @@ class BucketGroup:
                 room = remaining / policy.reservation - 1
                 self.limit = min(policy.max_limit, self.limit + room / self.limit)
         elif self._busy():
-            step = 1.0 if self.slow_start else 1.0 / self.limit
-            self.limit = min(policy.max_limit, self.limit + step)
+            if self.slow_start and remaining is not None:
+                # Before the first sign of pressure, straight to what the bucket says it
+                # holds (the answer's bound was just recorded above), not a request at a time.
+                target = self._capacity_estimate() - policy.margin
+                self.limit = min(policy.max_limit, max(self.limit, target))
+            else:
+                step = 1.0 if self.slow_start else 1.0 / self.limit
+                self.limit = min(policy.max_limit, self.limit + step)
         self._slots.resize(self.slots)
 
     def _above_capacity(self, remaining: float, now: float) -> bool:
@@ -518,8 +524,12 @@ class HostLane:
         ):
             # Answered, and the host's limit held work back: one more (it only stands in
             # the way after the host struggled; the group's limit paces the bucket, and a
-            # host never needs more than its group allows).
-            self.limit = min(self.policy.max_limit, self.limit + 1.0, self.group.limit + 1.0)
+            # host never needs more than its group allows). A host that never struggled
+            # follows its group's limit at once.
+            grown = self.limit + 1.0
+            if self._last_decrease == -math.inf:
+                grown = max(grown, self.group.limit)
+            self.limit = min(self.policy.max_limit, grown, self.group.limit + 1.0)
             self._slots.resize(self.slots)
         remaining = 0.0 if outcome.throttled else outcome.rate_limit_remaining
         if remaining is not None:

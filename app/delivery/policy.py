@@ -16,9 +16,9 @@ from tenacity.wait import wait_base
 from app.config import Settings
 
 JOBS_PER_REQUEST = 4
-"""Jobs under way per request the engine may have in flight: a job waits for its line item
-read (shared with others) before it posts, and results wait to be written, so with several
-hosts at their limits two per request left slots idle."""
+"""Jobs under way per request the engine may have in flight: a job may wait for its line
+item read (shared with others) before it posts, and results wait to be written, so with
+several hosts at their limits two per request left slots idle."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,9 @@ class DeliveryPolicy:
     """Seconds a stopping engine lets running deliveries finish before releasing them."""
     platform_refresh: float = 5.0
     """Seconds a platform registration read from the database is reused."""
+    line_item_keep: timedelta = timedelta(seconds=5)
+    """How long a line item read serves the first tries of jobs queued before it began
+    (app.delivery.reads)."""
     backoff_first: float = 2.0
     backoff_max: float = 3600.0
     throttle_backoff_first: float = 1.0

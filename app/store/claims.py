@@ -3,7 +3,7 @@ attempt (app.store.finishes writes what it learned)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -26,8 +26,6 @@ from app.store.models import ATTEMPTS_TABLE, JOBS_TABLE, JobStatus, PassbackJob
 # claim when each call made its own.
 _SIBLING = aliased(PassbackJob, name="sibling")
 _ELDER = aliased(PassbackJob, name="elder")
-_NEWEST = aliased(PassbackJob, name="newest")
-_CLAIMED = aliased(PassbackJob, name="claimed")
 
 LEASE_EXPIRED = "lease_expired"
 
@@ -149,9 +147,9 @@ async def claim_jobs(
         .with_for_update(skip_locked=True)
     )
     expires = now + lease
-    # Only ids come back from the claim: a row that cannot be read must not fail the claim
-    # of the others (it is quarantined below instead).
-    claimed_ids = await session.scalars(
+    # Only ids and pair keys (our own hex digests) come back from the claim: a row that
+    # cannot be read must not fail the claim of the others (it is quarantined below instead).
+    claimed = await session.execute(
         update(PassbackJob)
         .where(PassbackJob.id.in_(candidates))
         .values(
@@ -161,11 +159,12 @@ async def claim_jobs(
             next_attempt_at=expires,
             updated_at=now,
         )
-        .returning(PassbackJob.id),
+        .returning(PassbackJob.id, PassbackJob.pair_key),
         execution_options={"synchronize_session": False},
     )
-    job_ids = list(claimed_ids.all())
-    superseded = await _supersede_claimed_by_newer_pending(session, job_ids, now=now)
+    pairs = {int(job_id): str(pair_key) for job_id, pair_key in claimed.tuples().all()}
+    job_ids = list(pairs)
+    superseded = await _supersede_claimed_by_newer_pending(session, pairs, now=now)
     if superseded:
         # Their newer jobs can go now (this transaction sees its own writes).
         more = await claim_jobs(
@@ -189,43 +188,62 @@ async def claim_jobs(
 
 
 async def _supersede_claimed_by_newer_pending(
-    session: AsyncSession, job_ids: Sequence[int], *, now: datetime
+    session: AsyncSession, pairs: Mapping[int, str], *, now: datetime
 ) -> set[int]:
     """A newer pending job of a claimed job's pair supersedes it, and every other older
     pending one of the pair (SPEC §2.5), before anything is sent: `enqueue_job` supersedes
     only the jobs it can see, so an automatic grade and a manual send committed at the same
     moment (the intake's statement takes no pair lock) may leave two pending. Newer is queued
     later (the higher id). The claim still takes the eldest pending job of a pair first, so
-    concurrent claimers keep at most one delivery of a pair in flight. Returns the claimed
-    jobs superseded (no longer leased)."""
-    if not job_ids:
+    concurrent claimers keep at most one delivery of a pair in flight. `pairs` maps each
+    claimed job to its pair; returns the claimed jobs superseded (no longer leased).
+
+    The newest pending job of the claimed pairs is found by one grouped read, not by a
+    subquery per row: right after a burst of jobs is queued PostgreSQL's statistics still say
+    almost nothing is pending, and it ran such a subquery by walking every pending job for
+    each of them (116 ms for a claim of 24 among 1,200 pending; 1 ms this way).
+    """
+    if not pairs:
         return set()
-    newest, claimed = _NEWEST, _CLAIMED
-    newest_pending = (
-        select(func.max(newest.id))
-        .where(newest.pair_key == PassbackJob.pair_key, newest.status == JobStatus.pending)
-        .scalar_subquery()
-    )
-    superseded = await session.scalars(
-        update(PassbackJob)
-        .where(
-            PassbackJob.pair_key.in_(select(claimed.pair_key).where(claimed.id.in_(job_ids))),
-            or_(PassbackJob.status == JobStatus.pending, PassbackJob.id.in_(job_ids)),
-            PassbackJob.id < newest_pending,
+    newest_pending = dict(
+        (
+            await session.execute(
+                select(PassbackJob.pair_key, func.max(PassbackJob.id))
+                .where(
+                    PassbackJob.status == JobStatus.pending,
+                    PassbackJob.pair_key.in_(set(pairs.values())),
+                )
+                .group_by(PassbackJob.pair_key)
+            )
         )
-        .values(
-            status=JobStatus.superseded,
-            superseded_by=newest_pending,
-            outcome_code="superseded",
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-            finished_at=now,
-        )
-        .returning(PassbackJob.id),
-        execution_options={"synchronize_session": False},
+        .tuples()
+        .all()
     )
-    return set(superseded.all()).intersection(job_ids)
+    stale = {
+        job_id: newest_pending[pair_key]
+        for job_id, pair_key in pairs.items()
+        if newest_pending.get(pair_key, 0) > job_id
+    }
+    for job_id, newest in stale.items():
+        await session.execute(
+            update(PassbackJob)
+            .where(
+                PassbackJob.pair_key == pairs[job_id],
+                or_(PassbackJob.status == JobStatus.pending, PassbackJob.id == job_id),
+                PassbackJob.id < newest,
+            )
+            .values(
+                status=JobStatus.superseded,
+                superseded_by=newest,
+                outcome_code="superseded",
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+                finished_at=now,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    return set(stale)
 
 
 @dataclass(frozen=True)

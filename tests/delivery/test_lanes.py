@@ -45,14 +45,27 @@ class Requests:
         await asyncio.gather(*self.tasks)
 
 
-async def test_a_busy_lane_grows_fast_while_canvas_has_ample_room() -> None:
+async def test_a_busy_lane_goes_straight_to_the_room_canvas_reports_until_pressure() -> None:
     lane = BucketGroup(LanePolicy(initial_limit=4), Slots(64))
     requests = Requests(lane)
     await requests.start(4)  # every slot taken: the limit holds work back
+    # Room for ten more besides the three others in flight: 13 requests, less the margin.
     lane.observe(answered(500))
+    assert lane.limit == 12
+    await requests.start(8)
+    lane.observe(answered(450))  # the same bucket, seen later: no higher
+    assert lane.limit == 12
+    await requests.finish()
+
+
+async def test_a_busy_lane_without_the_header_grows_by_one_request_per_answer() -> None:
+    lane = BucketGroup(LanePolicy(initial_limit=4), Slots(64))
+    requests = Requests(lane)
+    await requests.start(4)
+    lane.observe(answered(None))
     assert lane.limit == 5
     await requests.start(1)
-    lane.observe(answered(500))
+    lane.observe(answered(None))
     assert lane.limit == 6
     await requests.finish()
 
@@ -223,6 +236,31 @@ async def test_a_host_lane_grows_back_once_answers_get_through() -> None:
     await requests.start(1)
     lane.observe(answered(500))
     assert lane.slots == 2
+    await requests.finish()
+
+
+async def test_a_host_that_never_struggled_follows_its_groups_limit_at_once() -> None:
+    lane = host_lane(LanePolicy(initial_limit=4))
+    requests = Requests(lane)
+    await requests.start(4)
+    lane.observe(answered(500))  # its group goes to the room Canvas reports: 12
+    assert (lane.limit, lane.group.limit) == (5, 12)
+    await requests.start(1)  # its own five slots taken
+    lane.observe(answered(500))
+    assert lane.limit == 12
+    await requests.finish()
+
+
+async def test_a_host_that_struggled_grows_back_one_request_per_answer() -> None:
+    lane = host_lane(LanePolicy(initial_limit=4))
+    lane.observe(server_error())
+    assert lane.limit == 3
+    requests = Requests(lane)
+    await requests.start(3)
+    lane.observe(answered(500))
+    await requests.start(1)
+    lane.observe(answered(500))
+    assert lane.limit == 5
     await requests.finish()
 
 

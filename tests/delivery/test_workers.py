@@ -17,13 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from app.config import Settings
 from app.context import AppContext
 from app.delivery import DeliveryEngine, wake_workers
 from app.store import claims
 from app.store.db import transaction
-from app.store.models import JobStatus
+from app.store.models import JobStatus, PassbackJob
 from tests.lti.world import World, build_context, make_world, quick_policy
 from tests.support.auth import KEY_ENCRYPTION_KEY
 from tests.support.sandbox import RunningSandbox
@@ -130,6 +131,39 @@ async def test_an_older_grade_still_waiting_is_superseded_by_a_newer_one(
     assert (await world.job(newer)).status == JobStatus.delivered
     assert (await world.cell(student))["score"] == "9"
     assert len(await world.attempts(older)) == 1
+
+
+async def test_a_claim_supersedes_every_older_pending_grade_of_a_pair_left_by_a_race(
+    world: World,
+) -> None:
+    """Three grades of one pair pending at once (two sends committed together, each missing
+    the other's job): the claim takes the eldest, finds the newest pending, supersedes the
+    older two and claims the newest instead; only it is sent."""
+    student = world.students[0]
+    queued = [await world.enqueue(student, score=score) for score in (3, 5, 9)]
+    async with transaction(world.context.sessions) as session:
+        await session.execute(
+            update(PassbackJob)
+            .where(PassbackJob.id.in_(queued))
+            .values(status=JobStatus.pending, superseded_by=None, outcome_code=None)
+        )
+    async with transaction(world.context.sessions) as session:
+        claimed = await claims.claim_jobs(
+            session,
+            platform_id=world.platform.id,
+            owner="worker",
+            now=world.clock(),
+            lease=timedelta(seconds=60),
+            limit=10,
+        )
+    assert [job.id for job in claimed.jobs] == [queued[-1]]
+    for older in queued[:-1]:
+        job = await world.job(older)
+        assert (job.status, job.superseded_by, job.lease_owner) == (
+            JobStatus.superseded,
+            queued[-1],
+            None,
+        )
 
 
 async def test_a_job_leased_by_a_dead_worker_is_delivered_by_another(
