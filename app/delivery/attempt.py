@@ -1,4 +1,5 @@
-"""One delivery attempt of one job: read the points, compute the score, post it, decide.
+"""One delivery attempt of one job: read the points (app.delivery.reads), compute the score,
+post it, decide.
 
 Knows nothing of SQL or scheduling: it takes a leased job and returns a `JobFinish` saying
 what the store should record (the new status, the attempts, when to try again).
