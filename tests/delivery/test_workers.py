@@ -116,6 +116,20 @@ async def test_a_newer_grade_waits_for_the_one_in_flight_on_any_worker(
     assert (await world.cell(student))["score"] == "9"
 
 
+async def claim_as(world: World, owner: str) -> list[PassbackJob]:
+    """Lease the world's due jobs to `owner` (a worker that will not deliver them)."""
+    async with transaction(world.context.sessions) as session:
+        claimed = await claims.claim_jobs(
+            session,
+            platform_id=world.platform.id,
+            owner=owner,
+            now=world.clock(),
+            lease=timedelta(seconds=60),
+            limit=10,
+        )
+    return claimed.jobs
+
+
 async def test_an_older_grade_still_waiting_is_superseded_by_a_newer_one(
     world: World, engine: DeliveryEngine
 ) -> None:
@@ -147,16 +161,7 @@ async def test_a_claim_supersedes_every_older_pending_grade_of_a_pair_left_by_a_
             .where(PassbackJob.id.in_(queued))
             .values(status=JobStatus.pending, superseded_by=None, outcome_code=None)
         )
-    async with transaction(world.context.sessions) as session:
-        claimed = await claims.claim_jobs(
-            session,
-            platform_id=world.platform.id,
-            owner="worker",
-            now=world.clock(),
-            lease=timedelta(seconds=60),
-            limit=10,
-        )
-    assert [job.id for job in claimed.jobs] == [queued[-1]]
+    assert [job.id for job in await claim_as(world, "worker")] == [queued[-1]]
     for older in queued[:-1]:
         job = await world.job(older)
         assert (job.status, job.superseded_by, job.lease_owner) == (
@@ -170,17 +175,7 @@ async def test_a_job_leased_by_a_dead_worker_is_delivered_by_another(
     world: World, engine: DeliveryEngine
 ) -> None:
     job_id = await world.enqueue(world.students[0])
-    async with transaction(world.context.sessions) as session:
-        [claimed] = (
-            await claims.claim_jobs(
-                session,
-                platform_id=world.platform.id,
-                owner="worker-that-dies",
-                now=world.clock(),
-                lease=timedelta(seconds=60),
-                limit=10,
-            )
-        ).jobs
+    [claimed] = await claim_as(world, "worker-that-dies")
     assert claimed.id == job_id
 
     await engine.drain()
@@ -207,15 +202,7 @@ async def test_a_grade_whose_lease_ran_out_after_a_newer_one_was_queued_is_not_s
 ) -> None:
     student = world.students[0]
     older = await world.enqueue(student, score=3)
-    async with transaction(world.context.sessions) as session:
-        await claims.claim_jobs(
-            session,
-            platform_id=world.platform.id,
-            owner="worker-that-dies",
-            now=world.clock(),
-            lease=timedelta(seconds=60),
-            limit=10,
-        )
+    await claim_as(world, "worker-that-dies")
     newer = await world.enqueue(student, score=9, timestamp=world.clock())
     assert (await world.job(older)).status == JobStatus.in_flight, "enqueueing leaves it"
 
