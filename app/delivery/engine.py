@@ -185,6 +185,7 @@ class DeliveryEngine:
                 await runner
             except Exception:
                 log.exception("the delivery engine stopped with an error")
+        await self._reads.close()
 
     async def run(self) -> None:
         """Deliver until stopped (the body of `start`; `passback worker` awaits it directly)."""
@@ -205,6 +206,7 @@ class DeliveryEngine:
             self._context.wakeup.unsubscribe(self.wake)
             await self._finish_in_flight(self._grace)
             await self._stop_writer()
+            await self._reads.close()
 
     async def drain(self) -> None:
         """Deliver everything claimable now, then return once nothing runs and all is written.

@@ -12,6 +12,8 @@ slot idle, so reads are shared in two ways:
   own: every points change made before the job was queued is in it. A job queued after the
   read began (the teacher may have changed the points and then sent the grades again), a
   retry, and any job after `keep` read the line item again. A failed read is never kept.
+- **Refreshed:** serving a read that is half `keep` old also starts the next read in the
+  background, so a host with a backlog never stalls on an expired one.
 
 Times are the engine clock's (the jobs' `created_at` are too); a read must have begun
 strictly after the job was queued, so a frozen test clock never reuses one.
@@ -71,22 +73,40 @@ class LineItemReads:
         if queued_at is not None:
             kept = self._kept.get(key)
             if kept is not None and kept.began > queued_at:
-                if self._clock() - kept.began < self._keep:
+                age = self._clock() - kept.began
+                if age < self._keep:
                     self.reused += 1
+                    if age >= self._keep / 2 and key not in self._reading:
+                        # Read again while this one still serves: jobs queued meanwhile
+                        # find a fresh one instead of each waiting for a read of its own.
+                        self._start(key, platform, lineitem_url, gate)
                     return kept.line_item
                 del self._kept[key]
         task = self._reading.get(key)
         joined = task is not None
         if task is None:
-            task = asyncio.create_task(self._fetch(key, platform, lineitem_url, gate))
-            self._reading[key] = task
-            task.add_done_callback(lambda done: self._forget(key, done))
+            task = self._start(key, platform, lineitem_url, gate)
         try:
             return await asyncio.shield(task)
         except AgsError as error:
             if joined:
                 raise JoinedReadError(error) from error
             raise
+
+    def _start(
+        self, key: tuple[str, str], platform: Registration, lineitem_url: str, gate: RequestGate
+    ) -> asyncio.Task[LineItem]:
+        task = asyncio.create_task(self._fetch(key, platform, lineitem_url, gate))
+        self._reading[key] = task
+        task.add_done_callback(lambda done: self._forget(key, done))
+        return task
+
+    async def close(self) -> None:
+        """Cancel reads still in progress (a refresh nobody waits for); the engine stops."""
+        tasks = list(self._reading.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _fetch(
         self, key: tuple[str, str], platform: Registration, lineitem_url: str, gate: RequestGate
