@@ -57,8 +57,6 @@ class LineItemReads:
         self._keep = keep
         self._reading: dict[tuple[str, str], asyncio.Task[LineItem]] = {}
         self._kept: dict[tuple[str, str], _Kept] = {}
-        self.reused = 0
-        """Deliveries served by a kept read (tests, benchmarks)."""
 
     async def read(
         self,
@@ -75,7 +73,6 @@ class LineItemReads:
             if kept is not None and kept.began > queued_at:
                 age = self._clock() - kept.began
                 if age < self._keep:
-                    self.reused += 1
                     if age >= self._keep / 2 and key not in self._reading:
                         # Read again while this one still serves: jobs queued meanwhile
                         # find a fresh one instead of each waiting for a read of its own.
