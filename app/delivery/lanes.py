@@ -48,8 +48,8 @@ group starts from the most careful state of the groups it replaces.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -69,11 +69,6 @@ JOBS_PER_SLOT = 6
 JUDGED_REMEMBERED = 64
 CAPACITY_WINDOW = 1.0
 """Seconds of answers whose smallest capacity bound caps the limit."""
-
-_entered: contextvars.ContextVar[BucketGroup | None] = contextvars.ContextVar(
-    "bucket_group_entered", default=None
-)
-"""The group whose slot this task's request holds (its answer is that group's to judge)."""
 
 
 class Slots:
@@ -145,6 +140,8 @@ class BucketGroup:
         self._shared = shared
         self._last_decrease = -math.inf
         self._estimates: deque[tuple[float, float]] = deque()
+        self.mark = -math.inf
+        """The highest remaining seen: the bucket's high-water mark as the platform reports it."""
         # Throttling: the pause, the probe in flight, and the requests waiting in line.
         self.storm = 0
         """Throttled probes in a row (0: the group is open)."""
@@ -152,6 +149,8 @@ class BucketGroup:
         self._prober: asyncio.Task[Any] | None = None
         self._line: deque[tuple[asyncio.Future[None], asyncio.Task[Any] | None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self.retired = False
+        """Regrouped (`BucketMap`): its hosts are in new groups, which count their requests."""
 
     @property
     def slots(self) -> int:
@@ -179,17 +178,26 @@ class BucketGroup:
         slots = 1 if self.storm else self.slots
         return max(0, slots * JOBS_PER_SLOT - self.jobs)
 
-    def inherit(self, groups: Iterable[BucketGroup]) -> None:
-        """Start from the most careful state of the groups this one replaces."""
+    def inherit(self, groups: Iterable[BucketGroup], hosts: Iterable[HostLane]) -> None:
+        """Start from the most careful state of the groups this one replaces, holding the
+        slots its hosts' requests hold in them (their answers and ends come here now)."""
         olds = list(groups)
+        self._slots.taken = sum(host.held for host in hosts)
         self.limit = min((old.limit for old in olds), default=self.limit)
         for old in olds:
             self.slow_start = self.slow_start and old.slow_start
             self.latency = max(self.latency, old.latency)
+            self.mark = max(self.mark, old.mark)
             if old.storm > self.storm:
                 self.storm = old.storm
             self._paused_until = max(self._paused_until, old._paused_until)
         self._slots.resize(self.slots)
+
+    def retire(self) -> None:
+        """Replaced by new groups: whatever waits here goes on to its host's new group."""
+        self.retired = True
+        self._open()
+        self._slots.resize(sys.maxsize)
 
     # --- the gate (app.lti.ags.RequestGate) ---------------------------------------------------
 
@@ -198,6 +206,16 @@ class BucketGroup:
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
+        await self.enter(None)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.leave(None, started)
+
+    async def enter(self, host: HostLane | None) -> bool:
+        """Wait for a slot of this group, then an instance-wide one. False when the group was
+        retired meanwhile (the host's new group is to be asked instead)."""
         while True:
             probe = await self._turn()
             try:
@@ -205,26 +223,41 @@ class BucketGroup:
             except BaseException:
                 self._probe_gone()
                 raise
+            if self.retired:
+                self._slots.release()
+                self._probe_gone()
+                return False
             if probe or not self.storm:
                 break
             # Throttling began while this request waited for a slot: back into the line.
             self._slots.release()
+        if host is not None:
+            host.held += 1
         try:
             await self._shared.acquire()
         except BaseException:
-            self._slots.release()
+            self._holder(host).release(host)
             self._probe_gone()
             raise
-        started = time.monotonic()
-        entered = _entered.set(self)
-        try:
-            yield
-        finally:
-            _entered.reset(entered)
-            self._shared.release()
-            self._slots.release()
+        return True
+
+    def leave(self, host: HostLane | None, started: float) -> None:
+        """The request that `enter` let in is over (`started`: when it was sent)."""
+        self._shared.release()
+        self._holder(host).release(host, started)
+        self._probe_gone()
+
+    def _holder(self, host: HostLane | None) -> BucketGroup:
+        """The group that counts a request of `host` now: the host's, which changes when the
+        hosts regroup (a request entered through one group may end in another)."""
+        return self if host is None else host.group
+
+    def release(self, host: HostLane | None, started: float | None = None) -> None:
+        if host is not None:
+            host.held -= 1
+        self._slots.release()
+        if started is not None:
             self.latency += LATENCY_SMOOTHING * (time.monotonic() - started - self.latency)
-            self._probe_gone()
 
     async def _turn(self) -> bool:
         """Wait while the group is throttled; True when this request is to probe the platform."""
@@ -310,13 +343,24 @@ class BucketGroup:
             self._timer = None
         self._arm()
 
-    def observe(self, outcome: Outcome) -> None:
+    def observe(self, outcome: Outcome, *, mark: float = -math.inf) -> None:
         """Adjust the limit from one answer (called while the answered request holds its
         slot). Server errors and timeouts are the host's business (`HostLane`), not the
-        bucket's."""
+        bucket's. `mark`: the highest remaining any host of the registration has seen.
+
+        Room the bucket reports is shared with whatever else fills it (hosts not yet known to
+        share it, other instances, other tools of the key): the group takes its part of the
+        room in proportion to its part of the load, so users of one bucket that grow at once
+        grow into its room together, not each into all of it.
+        """
         policy = self.policy
         now = time.monotonic()
         remaining = outcome.rate_limit_remaining
+        share = 1.0
+        if remaining is not None and not outcome.throttled:
+            self.mark = max(self.mark, mark, remaining)
+            others = (self.mark - remaining) / policy.reservation - (self.requests - 1)
+            share = self.requests / (self.requests + max(0.0, others))
         if outcome.throttled:
             # Refusals come back at once; without a pause every waiting request would be
             # sent into the full bucket and refused in turn.
@@ -339,12 +383,13 @@ class BucketGroup:
                 # Per round trip, one request more for each request of room beyond one:
                 # quick while far from the mark, one at a time close to it.
                 room = remaining / policy.reservation - 1
-                self.limit = min(policy.max_limit, self.limit + room / self.limit)
+                self.limit = min(policy.max_limit, self.limit + share * room / self.limit)
         elif self._busy():
             if self.slow_start and remaining is not None:
                 # Before the first sign of pressure, straight to what the bucket says it
                 # holds (the answer's bound was just recorded above), not a request at a time.
-                target = self._capacity_estimate() - policy.margin
+                room = remaining / policy.reservation
+                target = self._capacity_estimate() - policy.margin - (1.0 - share) * room
                 self.limit = min(policy.max_limit, max(self.limit, target))
             else:
                 step = 1.0 if self.slow_start else 1.0 / self.limit
@@ -411,6 +456,8 @@ class HostLane:
         """The last claim found less than it asked for; look again after a change."""
         self.sent = 0
         """Requests past every slot: sent to the host, or about to be."""
+        self.held = 0
+        """Requests holding a slot of the host's group (some may still wait for `shared`)."""
         self.latency = 0.1
         """Smoothed seconds per request: the window between two decreases."""
         self.group = BucketGroup(policy, bucket_map.shared)
@@ -500,15 +547,18 @@ class HostLane:
     async def _slot(self) -> AsyncIterator[None]:
         await self._slots.acquire()
         try:
-            async with self.group.slot():
-                self.sent += 1
-                started = time.monotonic()
-                try:
-                    yield
-                finally:
-                    self.sent -= 1
-                    elapsed = time.monotonic() - started
-                    self.latency += LATENCY_SMOOTHING * (elapsed - self.latency)
+            group = self.group
+            while not await group.enter(self):
+                group = self.group  # regrouped while it waited
+            self.sent += 1
+            started = time.monotonic()
+            try:
+                yield
+            finally:
+                self.sent -= 1
+                group.leave(self, started)
+                elapsed = time.monotonic() - started
+                self.latency += LATENCY_SMOOTHING * (elapsed - self.latency)
         finally:
             self._slots.release()
 
@@ -534,7 +584,7 @@ class HostLane:
         remaining = 0.0 if outcome.throttled else outcome.rate_limit_remaining
         if remaining is not None:
             self._map.sample(self, remaining)
-        (_entered.get() or self.group).observe(outcome)
+        self.group.observe(outcome, mark=self._map.mark)
 
     def _decrease(self, now: float) -> None:
         """At most once per round trip: one sign of trouble, one cut."""
@@ -584,7 +634,7 @@ class BucketMap:
         self._votes: dict[tuple[str, str], _Votes] = {}
         """(answering host, other host) → what the first's answers said of sharing."""
         self._links: set[frozenset[str]] = set()
-        self._mark = -math.inf
+        self.mark = -math.inf
         """The highest remaining seen: the bucket's mark as the platform reports it."""
         self.regroups = 0
         """How often the groups changed (figures)."""
@@ -610,14 +660,14 @@ class BucketMap:
 
     def sample(self, lane: HostLane, remaining: float) -> None:
         """One answer of `lane` with the bucket's remaining room: evidence for each pair."""
-        self._mark = max(self._mark, remaining)
+        self.mark = max(self.mark, remaining)
         if len(self._busy) < 2 and not self._links:
             return
         grouping = self.grouping
         # Reservations in the bucket beyond this host's own other requests: the others'
         # requests if they share it (plus the charged cost, small while the bucket is not
         # full), else that cost alone.
-        beyond_own = (self._mark - remaining) / self.policy.reservation - (lane.sent - 1)
+        beyond_own = (self.mark - remaining) / self.policy.reservation - (lane.sent - 1)
         if beyond_own < -grouping.tolerance:
             return  # answers counted late (a busy loop): this one cannot be read
         now = time.monotonic()
@@ -689,14 +739,19 @@ class BucketMap:
             components.setdefault(root(origin), []).append(lane)
         self.regroups += 1
         sizes = Counter(id(lane.group) for lane in self.hosts.values())
+        replaced: dict[int, BucketGroup] = {}
         for members in components.values():
             current = members[0].group
             if all(lane.group is current for lane in members) and sizes[id(current)] == len(
                 members
             ):
                 continue  # already a group of exactly these hosts
+            olds = {id(lane.group): lane.group for lane in members}
+            replaced.update(olds)
             group = BucketGroup(self.policy, self.shared)
-            group.inherit({id(lane.group): lane.group for lane in members}.values())
+            group.inherit(olds.values(), members)
             for lane in members:
                 lane.group = group
                 group.jobs += lane.jobs
+        for old in replaced.values():
+            old.retire()

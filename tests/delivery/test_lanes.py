@@ -58,6 +58,29 @@ async def test_a_busy_lane_goes_straight_to_the_room_canvas_reports_until_pressu
     await requests.finish()
 
 
+async def test_lanes_that_fill_one_bucket_unknowingly_take_their_share_of_its_room() -> None:
+    # Two groups of four on one bucket of twelve (a mark of 600), each not knowing the other's
+    # requests: an answer of each says there is room for six more, and of the six reservations
+    # in the bucket besides the answered request, three are not the group's own.
+    groups = [BucketGroup(LanePolicy(initial_limit=4), Slots(64)) for _ in range(2)]
+    requests = [Requests(group) for group in groups]
+    for each in requests:
+        await each.start(4)
+    for group in groups:
+        group.observe(answered(300), mark=600)
+    # Each takes the room in proportion to its part of the load (4 of 7): together they stay
+    # a request below the twelve, where each, taking all the room, would have gone to 8.
+    assert [group.limit for group in groups] == [pytest.approx(8 - 6 * 3 / 7)] * 2
+    assert sum(group.limit for group in groups) <= 11
+    alone = BucketGroup(LanePolicy(initial_limit=4), Slots(64))
+    requests.append(Requests(alone))
+    await requests[-1].start(4)
+    alone.observe(answered(300), mark=300)
+    assert alone.limit == 8  # nothing but its own in the bucket: all the room is its
+    for each in requests:
+        await each.finish()
+
+
 async def test_a_busy_lane_without_the_header_grows_by_one_request_per_answer() -> None:
     lane = BucketGroup(LanePolicy(initial_limit=4), Slots(64))
     requests = Requests(lane)
@@ -351,6 +374,42 @@ async def test_the_hosts_of_a_group_share_its_room_for_jobs() -> None:
     for _ in range(2 * JOBS_PER_SLOT):
         first.job_started()
     assert first.free_jobs == 0 and second.free_jobs == 0
+
+
+def linked_by_answers(bucket_map: BucketMap, first: HostLane, second: HostLane) -> None:
+    """Answers of each host that carry the other's requests in flight: the hosts share a
+    bucket (with a `GroupingPolicy` that links on one vote each way)."""
+    reservation = bucket_map.policy.reservation
+    bucket_map.sample(first, 600.0)  # the mark (an answer that cannot be read otherwise)
+    in_bucket = first.sent + second.sent - 1  # besides the answered request
+    for lane in (first, second):
+        bucket_map.sample(lane, 600.0 - in_bucket * reservation)
+
+
+async def test_hosts_found_to_share_a_bucket_pace_together_from_the_requests_in_flight() -> None:
+    policy = LanePolicy(initial_limit=4)
+    bucket_map = BucketMap("p", policy, GroupingPolicy(min_votes=1, ratio=1), Slots(64))
+    first, second = bucket_map.host("https://a.example"), bucket_map.host("https://b.example")
+    first.group = BucketGroup(policy, bucket_map.shared, limit=2)  # as if it was throttled
+    old_groups = (first.group, second.group)
+    for lane in (first, second):
+        lane.job_started()
+    on_first, on_second = Requests(first), Requests(second)
+    await on_first.start(3)  # two in flight, one waiting for the group
+    await on_second.start(3)
+    assert (first.sent, second.sent, first.group.waiting) == (2, 3, 1)
+
+    linked_by_answers(bucket_map, first, second)
+    await asyncio.sleep(0.01)  # the waiting request moves on
+
+    group = first.group
+    assert second.group is group and group not in old_groups
+    # The most careful limit of the two, and the five requests in flight count against it:
+    # the one that waited waits on, in the new group.
+    assert group.limit == 2 and group.requests == 5 and group.waiting == 1
+    assert first.sent + second.sent == 5
+    await asyncio.gather(on_first.finish(), on_second.finish())
+    assert group.requests == 0 and first.held == 0 and second.held == 0
 
 
 async def test_requests_beyond_the_limit_wait_for_a_slot() -> None:
