@@ -63,9 +63,9 @@ class Run:
     groups: int
     regroups: int = 0
     lanes: str = ""
+    """Each host's final limits: its own, its group's; and its smoothed round trip."""
     queries: str = ""
     """Claim queries and result write batches of the engine."""
-    """Each host's final limits: its own, its group's; and its smoothed round trip."""
 
     @property
     def rate(self) -> float:

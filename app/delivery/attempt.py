@@ -14,7 +14,7 @@ Two things happen inside an attempt rather than between attempts:
   result of it: the score is sent opening the submission, as decided when it was queued.
   When the result cannot be read or does not tell, the score is sent as an update.
 - **Throttling.** When the platform throttles a call, the job waits in its lane, which holds
-  all its requests until the platform takes them again (app.delivery.lanes), and calls
+  all its requests until the platform takes them again (app.delivery.buckets), and calls
   again, for up to `policy.throttle_hold` seconds; throttled answers do not count toward
   the job's backoff.
 """

@@ -36,8 +36,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.delivery.attempt import RELEASED, Attempt, PlatformInfo, TracebackOnce
+from app.delivery.buckets import Slots
+from app.delivery.grouping import BucketMap
 from app.delivery.health import DatabaseHealth
-from app.delivery.lanes import BucketMap, HostLane, Slots
+from app.delivery.lanes import HostLane
 from app.delivery.policy import DeliveryPolicy
 from app.delivery.reads import LineItemReads
 from app.logs import job_id_var

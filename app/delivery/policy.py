@@ -23,7 +23,7 @@ several hosts at their limits two per request left slots idle."""
 
 @dataclass(frozen=True)
 class LanePolicy:
-    """Requests in flight per bucket group and per host (app.delivery.lanes): AIMD on
+    """Requests in flight per bucket group (app.delivery.buckets) and per host (.lanes): AIMD on
     Canvas's throttle signals for a group, on errors for a host.
 
     Canvas reserves 50 units of a developer key's bucket for each request in flight and
@@ -67,7 +67,7 @@ class LanePolicy:
 
 @dataclass(frozen=True)
 class GroupingPolicy:
-    """How hosts of a registration are found to share a rate bucket (app.delivery.lanes)."""
+    """How hosts of a registration are found to share a rate bucket (app.delivery.grouping)."""
 
     min_load: int = 2
     """Requests another host must have in flight for an answer to say anything about it."""

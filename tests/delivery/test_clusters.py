@@ -16,7 +16,7 @@ from sqlalchemy import event
 
 from app.context import AppContext
 from app.delivery import DeliveryEngine
-from app.delivery.lanes import JOBS_PER_SLOT
+from app.delivery.buckets import JOBS_PER_SLOT
 from app.store.models import JobStatus, job_origin
 from tests.lti.world import World, make_world, quick_policy
 from tests.support.sandbox import CanvasHost, RunningSandbox

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.delivery.lanes import JOBS_PER_SLOT, BucketGroup, BucketMap, HostLane, Slots
+from app.delivery.buckets import JOBS_PER_SLOT, BucketGroup, Slots
+from app.delivery.grouping import BucketMap
+from app.delivery.lanes import HostLane
 from app.delivery.policy import DeliveryPolicy, GroupingPolicy, LanePolicy
 from app.lti.outcomes import Action, Outcome, RetryCode
 

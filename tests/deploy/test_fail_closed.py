@@ -121,7 +121,8 @@ async def test_development_mode_without_api_keys_serves_with_a_printed_developme
     service = await start_service(env, log_path=tmp_path / "service.log", cwd=tmp_path)
     try:
         key = (var_dir / "dev-api-key").read_text().strip()
-        assert f"development API key (every scope): {key}" in service.log_text()
+        line = f"development API key (every scope): {key}"
+        assert line in await service.log_holding(line)
         async with httpx.AsyncClient(base_url=service.base_url) as client:
             response = await client.get("/v1/platforms", headers={"Authorization": f"Bearer {key}"})
             assert response.status_code == 200

@@ -4,7 +4,6 @@ leads somewhere real."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -66,13 +65,7 @@ async def _check_printed_links(output: str, api: str) -> None:
 
 
 async def _start_up_lines(service: ServiceProcess) -> str:
-    """The log once the start-up lines are in it: they are written just after the service
-    starts answering, so a check right after readiness may come before them."""
-    for _ in range(100):
-        if "teacher page of a sandbox formative" in service.log_text():
-            break
-        await asyncio.sleep(0.1)
-    return service.log_text()
+    return await service.log_holding("teacher page of a sandbox formative")
 
 
 async def _check_start_up_teacher_page(welcome: str, api: str) -> None:

@@ -144,6 +144,17 @@ class ServiceProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    async def log_holding(self, text: str, *, within: float = 10.0) -> str:
+        """The log once `text` is in it (or after `within` seconds): the start-up lines are
+        written just after the service starts answering, so a look right after readiness may
+        come before them."""
+        deadline = asyncio.get_running_loop().time() + within
+        while text not in (log := self.log_text()):
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        return log
+
     def log_records(self) -> list[dict[str, Any]]:
         """The JSON log lines written so far (other lines, such as the welcome, skipped)."""
         return list(parse_log_lines(self.log_text()))
