@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -177,6 +178,8 @@ async def scenario(
         for call in await sandbox.call("GET", "/requests")
         if call["path"].startswith("/api/lti/")
     ]
+    if arguments.timeline:
+        print(name, timeline(calls, started_at))
     bucket_map = engine.bucket_map(platform.id)
     lanes = ", ".join(
         f"{lane.limit:.0f}/{lane.group.limit:.1f} {1000 * lane.latency:.0f} ms"
@@ -198,6 +201,27 @@ async def scenario(
         f"write batches; in flight (median of samples): requests "
         f"{statistics.median(s[0] for s in samples or [(0, 0)]):.1f}, jobs "
         f"{statistics.median(s[1] for s in samples or [(0, 0)]):.1f}",
+    )
+
+
+def timeline(calls: list[dict[str, Any]], started: datetime, step: float = 0.25) -> str:
+    """AGS calls begun in each `step` seconds from `started`, a line per host, reads in
+    brackets."""
+    posts: Counter[tuple[str, int]] = Counter()
+    reads: Counter[tuple[str, int]] = Counter()
+    for call in calls:
+        at = int((datetime.fromisoformat(call["at"]) - started).total_seconds() // step)
+        host = call["request_headers"]["host"]
+        (reads if call["method"] == "GET" else posts)[host, at] += 1
+    last = max((at for _, at in (*posts, *reads)), default=0)
+    hosts = sorted({host for host, _ in (*posts, *reads)})
+    return "".join(
+        f"\n  {host}: "
+        + " ".join(
+            f"{posts[host, at]}" + (f"[{reads[host, at]}]" if reads[host, at] else "")
+            for at in range(last + 1)
+        )
+        for host in hosts
     )
 
 
@@ -342,6 +366,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--assignments", type=int, default=12, help="a multiple of 4")
     parser.add_argument("--latency-ms", type=int, default=300)
     parser.add_argument("--only-b", action="store_true", help="scenario B alone (development)")
+    parser.add_argument(
+        "--timeline", action="store_true", help="AGS calls begun per 0.25 s (development)"
+    )
     return parser.parse_args()
 
 

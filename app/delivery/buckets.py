@@ -67,10 +67,14 @@ class Slots:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, ahead: bool = False) -> None:
+        """Take a slot, waiting in line for one; `ahead`: at the front of the line."""
         while self.taken >= self.size:
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            if ahead:
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -185,25 +189,26 @@ class BucketGroup:
 
     # --- the gate (app.lti.ags.RequestGate) ---------------------------------------------------
 
-    def slot(self) -> AbstractAsyncContextManager[None]:
-        return self._slot()
+    def slot(self, *, ahead: bool = False) -> AbstractAsyncContextManager[None]:
+        return self._slot(ahead)
 
     @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        await self.enter(None)
+    async def _slot(self, ahead: bool) -> AsyncIterator[None]:
+        await self.enter(None, ahead=ahead)
         started = time.monotonic()
         try:
             yield
         finally:
             self.leave(None, started)
 
-    async def enter(self, host: Member | None) -> bool:
-        """Wait for a slot of this group, then an instance-wide one. False when the group was
-        retired meanwhile (the host's new group is to be asked instead)."""
+    async def enter(self, host: Member | None, *, ahead: bool = False) -> bool:
+        """Wait for a slot of this group, then an instance-wide one (`ahead`: at the front of
+        their lines). False when the group was retired meanwhile (the host's new group is to
+        be asked instead)."""
         while True:
             probe = await self._turn()
             try:
-                await self._slots.acquire()
+                await self._slots.acquire(ahead=ahead)
             except BaseException:
                 self._probe_gone()
                 raise
@@ -218,7 +223,7 @@ class BucketGroup:
         if host is not None:
             host.held += 1
         try:
-            await self._shared.acquire()
+            await self._shared.acquire(ahead=ahead)
         except BaseException:
             self._holder(host).release(host)
             self._probe_gone()

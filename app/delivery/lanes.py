@@ -153,15 +153,15 @@ class HostLane:
 
     # --- the gate (app.lti.ags.RequestGate) ---------------------------------------------------
 
-    def slot(self) -> AbstractAsyncContextManager[None]:
-        return self._slot()
+    def slot(self, *, ahead: bool = False) -> AbstractAsyncContextManager[None]:
+        return self._slot(ahead)
 
     @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        await self._slots.acquire()
+    async def _slot(self, ahead: bool) -> AsyncIterator[None]:
+        await self._slots.acquire(ahead=ahead)
         try:
             group = self.group
-            while not await group.enter(self):
+            while not await group.enter(self, ahead=ahead):
                 group = self.group  # regrouped while it waited
             self.sent += 1
             started = time.monotonic()

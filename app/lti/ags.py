@@ -110,13 +110,14 @@ class RequestGate(Protocol):
 
     The delivery engine passes its per-platform lane; other callers send ungated. A gate that
     `holds_throttled` makes requests wait in `slot` while the platform throttles, so a
-    throttled call may be made again at once.
+    throttled call may be made again at once. A request that others wait for (a line item
+    read that many deliveries share) asks for its slot `ahead` of the waiting ones.
     """
 
     @property
     def holds_throttled(self) -> bool: ...
 
-    def slot(self) -> AbstractAsyncContextManager[None]: ...
+    def slot(self, *, ahead: bool = False) -> AbstractAsyncContextManager[None]: ...
 
     def observe(self, outcome: Outcome) -> None: ...
 
@@ -124,7 +125,7 @@ class RequestGate(Protocol):
 class _Ungated:
     holds_throttled = False
 
-    def slot(self) -> AbstractAsyncContextManager[None]:
+    def slot(self, *, ahead: bool = False) -> AbstractAsyncContextManager[None]:
         return nullcontext()
 
     def observe(self, outcome: Outcome) -> None:
@@ -188,7 +189,13 @@ class AgsClient:
 
         async def read_once() -> LineItem:
             made = await self._exchange(
-                registration, scopes, "GET", lineitem_url, accept=MEDIA_LINEITEM, gate=gate
+                registration,
+                scopes,
+                "GET",
+                lineitem_url,
+                accept=MEDIA_LINEITEM,
+                gate=gate,
+                ahead=True,  # every delivery of the line item waits for it
             )
             exchanges.extend(exchange for exchange, _ in made)
             final, response = made[-1]
@@ -353,10 +360,12 @@ class AgsClient:
         content_type: str | None = None,
         after_unknown: bool = False,
         gate: RequestGate = UNGATED,
+        ahead: bool = False,
         needs: str | None = None,
     ) -> list[tuple[Exchange, PlatformAnswer | None]]:
         """Send with a token; on a generic 401, once more with a fresh token. `needs`: an
-        optional scope the call cannot do without."""
+        optional scope the call cannot do without; `ahead`: others wait for this call (see
+        `RequestGate`)."""
         self._check_url(registration, url)
         made: list[tuple[Exchange, PlatformAnswer | None]] = []
         for resend in (False, True):
@@ -365,7 +374,7 @@ class AgsClient:
             if content_type is not None:
                 headers["Content-Type"] = content_type
             response: PlatformAnswer | None = None
-            async with gate.slot():
+            async with gate.slot(ahead=ahead):
                 started_at = self._clock()
                 try:
                     response = await self._http.request(

@@ -432,6 +432,27 @@ async def test_requests_beyond_the_limit_wait_for_a_slot() -> None:
     assert order == ["a", "b", "c"] and lane.requests == 0
 
 
+async def test_a_request_others_wait_for_goes_ahead_of_the_waiting_ones() -> None:
+    lane = host_lane(LanePolicy(initial_limit=1))
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def request(name: str, *, ahead: bool = False) -> None:
+        async with lane.slot(ahead=ahead):
+            order.append(name)
+            await gate.wait()
+
+    tasks = [asyncio.create_task(request(name)) for name in ("post 1", "post 2", "post 3")]
+    await asyncio.sleep(0.01)
+    # A line item read that a new batch of deliveries waits for: next in, not last.
+    tasks.append(asyncio.create_task(request("read", ahead=True)))
+    await asyncio.sleep(0.01)
+    assert order == ["post 1"]
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order == ["post 1", "read", "post 2", "post 3"]
+
+
 async def test_the_instance_cap_is_shared_by_all_lanes() -> None:
     shared = Slots(1)
     first = BucketGroup(LanePolicy(initial_limit=4), shared)
