@@ -128,8 +128,6 @@ class BucketGroup:
         self._shared = shared
         self._last_decrease = -math.inf
         self._estimates: deque[tuple[float, float]] = deque()
-        self.mark = -math.inf
-        """The highest remaining seen: the bucket's high-water mark as the platform reports it."""
         # Throttling: the pause, the probe in flight, and the requests waiting in line.
         self.storm = 0
         """Throttled probes in a row (0: the group is open)."""
@@ -175,7 +173,6 @@ class BucketGroup:
         for old in olds:
             self.slow_start = self.slow_start and old.slow_start
             self.latency = max(self.latency, old.latency)
-            self.mark = max(self.mark, old.mark)
             if old.storm > self.storm:
                 self.storm = old.storm
             self._paused_until = max(self._paused_until, old._paused_until)
@@ -342,8 +339,7 @@ class BucketGroup:
         remaining = outcome.rate_limit_remaining
         share = 1.0
         if remaining is not None and not outcome.throttled:
-            self.mark = max(self.mark, mark, remaining)
-            others = (self.mark - remaining) / policy.reservation - (self.requests - 1)
+            others = (max(mark, remaining) - remaining) / policy.reservation - (self.requests - 1)
             share = self.requests / (self.requests + max(0.0, others))
         if outcome.throttled:
             # Refusals come back at once; without a pause every waiting request would be
