@@ -48,7 +48,7 @@ def new_instance_id() -> str:
 
 
 def outbound_http_client(
-    settings: Settings, *, max_connections: int = 200, verify: ssl.SSLContext | bool = True
+    settings: Settings, *, max_connections: int = 200, verify: ssl.SSLContext | bool | None = None
 ) -> httpx.AsyncClient:
     """The client for calls to platforms: the settings' timeouts and answer cap, and
     connections only to public addresses unless the host is an insecure host (app/lti/egress)."""
@@ -104,7 +104,7 @@ class AppContext:
             read_timeout=self.settings.http_read_timeout,
             max_answer_bytes=self.settings.http_max_answer_bytes,
             max_connections=AGS_CONNECTIONS,
-            verify=httpx.create_ssl_context(),  # the certificates httpx's clients trust
+            verify=lti_http.trust_store(),
             insecure_hosts=insecure_hosts,
         )
         self.ags = AgsClient(

@@ -28,7 +28,7 @@ import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -144,26 +144,34 @@ async def read_capped(
     return b"".join(parts)
 
 
+@cache
+def trust_store() -> ssl.SSLContext:
+    """The certificates httpx's clients trust, loaded once per process: loading the CA bundle
+    takes tens of milliseconds, and every client of an instance trusts the same ones."""
+    return httpx.create_ssl_context()
+
+
 def outbound_http_client(
     *,
     connect_timeout: float,
     read_timeout: float,
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     max_connections: int = 200,
-    verify: ssl.SSLContext | bool = True,
+    verify: ssl.SSLContext | bool | None = None,
     insecure_hosts: Iterable[str] = (),
 ) -> httpx.AsyncClient:
     """A client for calls to platforms: explicit timeouts and connection limits, no redirects,
     every answer capped at `max_answer_bytes`, and connections only to public addresses unless
     the host name is one of `insecure_hosts` (app/lti/egress).
 
-    Pass `verify` (an SSL context) to share one certificate store between clients.
+    `verify`: the certificates to trust (default: the process's `trust_store`).
     """
     timeout = httpx.Timeout(
         connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
     )
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
-    transport = guarded_transport(insecure_hosts, verify=verify, limits=limits)
+    trusted = trust_store() if verify is None else verify
+    transport = guarded_transport(insecure_hosts, verify=trusted, limits=limits)
     return httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=False,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,20 @@ class ToolKey:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> ToolKey:
-        return cls.from_rsa(RSAKey.import_key(pem))
+        return _parsed(pem)
 
     def private_pem(self) -> bytes:
         return self.key.as_pem(private=True)
 
     def public_jwk(self) -> dict[str, Any]:
         return {**self.key.as_dict(private=False), "kid": self.kid, "alg": "RS256", "use": "sig"}
+
+
+@lru_cache(maxsize=8)
+def _parsed(pem: bytes) -> ToolKey:
+    """A PEM's key, parsed once per process (about 50 ms of RSA checks each time): the start-up
+    check and the instance open the same keys, and so does every instance context in tests."""
+    return ToolKey.from_rsa(RSAKey.import_key(pem))
 
 
 def generate_key() -> ToolKey:

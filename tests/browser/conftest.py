@@ -1,6 +1,10 @@
 """Browser fixtures: Debian's Chromium driven by Playwright, and `passback serve` (uvicorn,
 with its delivery workers) as a subprocess on each database backend, beside the sandbox.
 
+The browser and the service start once per module and backend (about 5 s together on a slow
+machine); each test makes its own classroom (the sandbox never repeats an id, so each test's
+registration, formative and students are its own) and its own browser context.
+
 Screenshots go to test-output/ (look at them: the tests check layout numbers, not looks).
 """
 
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support import databases
@@ -34,7 +38,7 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 812}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium() -> Path:
     """Debian's chromium; skipped where it cannot be had, but a failure under CI."""
     if CHROMIUM.exists():
@@ -45,9 +49,12 @@ def chromium() -> Path:
     pytest.skip(message)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def service(
-    chromium: Path, database_url: str, tmp_path: Path, tool_keys_dir: Path
+    chromium: Path,
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    tool_keys_dir: Path,
 ) -> AsyncIterator[ServiceProcess]:
     """`passback serve` (API and delivery workers) on an emptied database and a free port."""
     engine = create_async_engine(database_url)
@@ -55,15 +62,16 @@ async def service(
         await databases.empty_all_tables(engine)
     finally:
         await engine.dispose()
-    env = service_env(database_url, var_dir=tmp_path, keys_dir=tool_keys_dir)
-    running = await start_service(env, log_path=tmp_path / "service.log")
+    var_dir = tmp_path_factory.mktemp("service")
+    env = service_env(database_url, var_dir=var_dir, keys_dir=tool_keys_dir)
+    running = await start_service(env, log_path=var_dir / "service.log")
     try:
         yield running
     finally:
         await running.terminate()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def browser(chromium: Path) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
@@ -79,16 +87,21 @@ NewPage = Callable[..., Awaitable[Page]]
 
 
 @pytest.fixture
-def new_page(browser: Browser) -> NewPage:
-    """Another page (its own context), at `width`×`height` (desktop by default)."""
+async def new_page(browser: Browser) -> AsyncIterator[NewPage]:
+    """Another page (its own context, closed after the test), at `width`×`height` (desktop by
+    default)."""
+    contexts: list[BrowserContext] = []
 
     async def open_page(width: int = DESKTOP["width"], height: int = DESKTOP["height"]) -> Page:
         context = await browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
         opened = await context.new_page()
         opened.set_default_timeout(UI_TIMEOUT_MS)
         return opened
 
-    return open_page
+    yield open_page
+    for context in contexts:
+        await context.close()
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.context import AppContext
 from tests.api.canvas_world import (
     ADMIN,
     DROP,
@@ -30,6 +30,7 @@ from tests.api.canvas_world import (
     id_token,
     post_launch,
 )
+from tests.support import databases
 from tests.support.processes import ServiceProcess, service_env, start_service
 from tests.support.sandbox import (  # noqa: F401  (fixtures)
     RunningSandbox,
@@ -40,19 +41,26 @@ from tests.support.sandbox import (  # noqa: F401  (fixtures)
 DELIVERY_TIMEOUT_SECONDS = 30.0
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def service(
-    context: AppContext, tmp_path: Path, tool_keys_dir: Path
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, tool_keys_dir: Path
 ) -> AsyncIterator[ServiceProcess]:
-    """`passback serve` on the test's (emptied) database, workers on."""
+    """`passback serve` on an emptied database, workers on: one per backend for the module
+    (each test's school is a registration of its own: the sandbox never repeats an id)."""
+    engine = create_async_engine(database_url)
+    try:
+        await databases.empty_all_tables(engine)
+    finally:
+        await engine.dispose()
+    var_dir = tmp_path_factory.mktemp("service")
     env = service_env(
-        context.settings.database_url,
-        var_dir=tmp_path / "var",
+        database_url,
+        var_dir=var_dir / "var",
         keys_dir=tool_keys_dir,
         worker_poll_interval=0.05,
         log_level="WARNING",
     )
-    running = await start_service(env, log_path=tmp_path / "service.log")
+    running = await start_service(env, log_path=var_dir / "service.log")
     try:
         yield running
     finally:
