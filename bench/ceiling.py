@@ -26,6 +26,8 @@ from app.sandbox.config import ThrottleSettings
 from app.sandbox.throttle import Admission, Throttle
 
 KEY = "lti_advantage:client-cluster1"
+START_TRIPS = 2
+"""Round trips before the first post: a token, then the line item read."""
 STEP = 0.001
 """Seconds between looks for room (the client sends as soon as the bucket admits)."""
 
@@ -44,7 +46,7 @@ def deliver(posts: int, *, latency: float, margin: int) -> tuple[float, int, flo
     settings = ThrottleSettings()
     clock = SimulatedClock()
     throttle = Throttle(settings, clock)
-    clock.now = 2 * latency  # a token, then the line item read
+    clock.now = START_TRIPS * latency  # a token, then the line item read
     started = clock.now
     in_flight: list[tuple[float, int, Admission]] = []
     sent = answered = peak = 0
