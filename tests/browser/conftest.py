@@ -17,10 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.support import databases
-from tests.support.processes import ServiceProcess, service_env, start_service
+from tests.support.processes import ServiceProcess, service_on_emptied_database
 from tests.support.sandbox import sandbox_fixture, sandbox_server_fixture  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,18 +55,11 @@ async def service(
     tool_keys_dir: Path,
 ) -> AsyncIterator[ServiceProcess]:
     """`passback serve` (API and delivery workers) on an emptied database and a free port."""
-    engine = create_async_engine(database_url)
-    try:
-        await databases.empty_all_tables(engine)
-    finally:
-        await engine.dispose()
     var_dir = tmp_path_factory.mktemp("service")
-    env = service_env(database_url, var_dir=var_dir, keys_dir=tool_keys_dir)
-    running = await start_service(env, log_path=var_dir / "service.log")
-    try:
+    async with service_on_emptied_database(
+        database_url, var_dir=var_dir, keys_dir=tool_keys_dir
+    ) as running:
         yield running
-    finally:
-        await running.terminate()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.api.canvas_world import (
     ADMIN,
@@ -30,8 +29,7 @@ from tests.api.canvas_world import (
     id_token,
     post_launch,
 )
-from tests.support import databases
-from tests.support.processes import ServiceProcess, service_env, start_service
+from tests.support.processes import ServiceProcess, service_on_emptied_database
 from tests.support.sandbox import (  # noqa: F401  (fixtures)
     RunningSandbox,
     sandbox_fixture,
@@ -47,24 +45,15 @@ async def service(
 ) -> AsyncIterator[ServiceProcess]:
     """`passback serve` on an emptied database, workers on: one per backend for the module
     (each test's school is a registration of its own: the sandbox never repeats an id)."""
-    engine = create_async_engine(database_url)
-    try:
-        await databases.empty_all_tables(engine)
-    finally:
-        await engine.dispose()
     var_dir = tmp_path_factory.mktemp("service")
-    env = service_env(
+    async with service_on_emptied_database(
         database_url,
-        var_dir=var_dir / "var",
+        var_dir=var_dir,
         keys_dir=tool_keys_dir,
         worker_poll_interval=0.05,
         log_level="WARNING",
-    )
-    running = await start_service(env, log_path=var_dir / "service.log")
-    try:
+    ) as running:
         yield running
-    finally:
-        await running.terminate()
 
 
 @pytest.fixture

@@ -27,13 +27,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.support import databases
 from tests.support.auth import API_KEYS, KEY_ENCRYPTION_KEY, TEACHER_TOKEN_SECRET
 
 PASSBACK = Path(sys.executable).with_name("passback")
@@ -208,6 +210,25 @@ async def start_service(
         service.kill()
         raise
     return service
+
+
+@contextlib.asynccontextmanager
+async def service_on_emptied_database(
+    database_url: str, *, var_dir: Path, keys_dir: Path, **settings: Any
+) -> AsyncIterator[ServiceProcess]:
+    """`passback serve` on `database_url` with every table emptied first (its log in
+    `var_dir`), stopped gracefully on the way out."""
+    engine = create_async_engine(database_url)
+    try:
+        await databases.empty_all_tables(engine)
+    finally:
+        await engine.dispose()
+    env = service_env(database_url, var_dir=var_dir, keys_dir=keys_dir, **settings)
+    running = await start_service(env, log_path=var_dir / "service.log")
+    try:
+        yield running
+    finally:
+        await running.terminate()
 
 
 async def wait_ready(service: ServiceProcess, *, timeout: float = READY_TIMEOUT_SECONDS) -> float:
