@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.context import AppContext
+from app.lti.http import trust_store
 from app.lti.keys import ToolKey, ToolKeyring
 from app.store.models import ToolKeyRecord
 from app.store.tool_keys import unseal
@@ -78,6 +79,19 @@ async def test_another_instance_signs_with_the_same_key_and_publishes_the_same_j
         assert other.keyring.jwks() == context.keyring.jwks()
     finally:
         await other.close()
+
+
+async def test_a_process_parses_a_key_once_and_loads_the_trusted_certificates_once(
+    context: AppContext, tmp_path: Path
+) -> None:
+    """Each costs tens of milliseconds, and the start-up check, the instance and every test's
+    context used to pay it again."""
+    other = await another_instance(context.settings, tmp_path / "other")
+    try:
+        assert other.keyring.current is context.keyring.current
+    finally:
+        await other.close()
+    assert trust_store() is trust_store()
 
 
 async def test_a_database_without_keys_or_key_files_gets_one_key_for_everyone(
