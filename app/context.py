@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -47,9 +46,7 @@ def new_instance_id() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
-def outbound_http_client(
-    settings: Settings, *, max_connections: int = 200, verify: ssl.SSLContext | bool | None = None
-) -> httpx.AsyncClient:
+def outbound_http_client(settings: Settings, *, max_connections: int = 200) -> httpx.AsyncClient:
     """The client for calls to platforms: the settings' timeouts and answer cap, and
     connections only to public addresses unless the host is an insecure host (app/lti/egress)."""
     return lti_http.outbound_http_client(
@@ -57,7 +54,6 @@ def outbound_http_client(
         read_timeout=settings.http_read_timeout,
         max_answer_bytes=settings.http_max_answer_bytes,
         max_connections=max_connections,
-        verify=verify,
         insecure_hosts=settings.insecure_hosts,
     )
 

@@ -4,8 +4,8 @@
 
 The client here knows the bucket exactly and has no overhead: it sends a score post whenever
 the sandbox's own `Throttle` (Canvas's numbers: high-water 600, 50 reserved per request in
-flight, leak 10/s, 0.1 charged per request) would admit it, keeping `--margin` reservations
-below the mark, and every request takes exactly `--latency-ms`. Before its first post it
+flight, leak 10/s, 0.1 charged per request) would admit it, keeping a margin below the mark (one
+reservation, then none), and every request takes exactly `--latency-ms`. Before its first post it
 waits for a token and a line item read (two round trips: the points are read before a grade
 is sent, SPEC §2.3). Time is simulated, so the figures do not depend on the machine.
 

@@ -157,21 +157,18 @@ def outbound_http_client(
     read_timeout: float,
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     max_connections: int = 200,
-    verify: ssl.SSLContext | bool | None = None,
     insecure_hosts: Iterable[str] = (),
 ) -> httpx.AsyncClient:
     """A client for calls to platforms: explicit timeouts and connection limits, no redirects,
     every answer capped at `max_answer_bytes`, and connections only to public addresses unless
-    the host name is one of `insecure_hosts` (app/lti/egress).
-
-    `verify`: the certificates to trust (default: the process's `trust_store`).
+    the host name is one of `insecure_hosts` (app/lti/egress); the process's `trust_store`
+    says which certificates to trust.
     """
     timeout = httpx.Timeout(
         connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
     )
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
-    trusted = trust_store() if verify is None else verify
-    transport = guarded_transport(insecure_hosts, verify=trusted, limits=limits)
+    transport = guarded_transport(insecure_hosts, verify=trust_store(), limits=limits)
     return httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=False,
